@@ -1,0 +1,328 @@
+"""Train offline TD3 / TD3+BC / CQL on a Minari dataset: CLI, training loop, CSV logging.
+
+    python runner.py --agent td3 --total_steps 100000                 # TD3 (Problem 1.2)
+    python runner.py --agent td3 --total_steps 100000 --bc_weight 10  # TD3+BC (Problem 1.3)
+    python runner.py --agent td3 --total_steps 100000 --cql_alpha 5   # TD3+CQL (Problem 2.1)
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from td3_agent import TD3Agent, TD3Config
+from utils import (DatasetError, ReplayBuffer, discounted_returns, evaluate,
+                   get_buffer_and_environments_for_task, set_seed)
+
+CSV_COLUMNS = [
+    "step", "eval_return_mean", "eval_return_std",
+    "dataset_q", "mc_return", "policy_q", "bc_distance",
+    "critic_loss", "td_loss", "cql_penalty", "cql_logsumexp", "cql_data_q",
+    "actor_loss", "ddpg_loss", "bc_loss", "bc_weight", "q_data", "target_q", "time_s",
+]
+DIAGNOSTIC_PAIRS = 1000  # dataset (s, a) pairs on which Q, MC return and BC distance are tracked
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `runner.py: error: ...`, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def number(kind: type, low: float, inclusive: bool = True):
+    """An argparse type: `kind` (int or float) that must be >= low (or > low)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got '{text}'") from None
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            bound = f">= {low}" if inclusive else f"> {low}"
+            raise argparse.ArgumentTypeError(f"must be a finite {kind.__name__} {bound}, got {text}")
+        return value
+    return parse
+
+
+def bc_weight_type(text: str) -> float | str:
+    """--bc_weight: a number >= 0, or 'auto'."""
+    return "auto" if text == "auto" else number(float, 0)(text)
+
+
+def build_parser() -> Parser:
+    """Every flag, with its unit and the homework default."""
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--agent", choices=["td3"], default="td3", help="learner (default: td3; BC and CQL are flags)")
+    p.add_argument("--total_steps", type=number(int, 1), default=100_000, help="gradient updates (default: 100000)")
+    p.add_argument("--bc_weight", type=bc_weight_type, default=0.0,
+                   help="alpha_reg on E||a - mu(s)||^2 in the actor loss; 0 = plain TD3, 10 = Problem 1.3, "
+                        "'auto' = TD3+BC normalisation with --bc_alpha (default: 0)")
+    p.add_argument("--bc_alpha", type=number(float, 0, False), default=2.5,
+                   help="TD3+BC's alpha, used only with --bc_weight auto (default: 2.5)")
+    p.add_argument("--cql_alpha", type=number(float, 0), default=0.0,
+                   help="weight of the CQL penalty on each critic; 5 = Problem 2.1 (default: 0, off)")
+    p.add_argument("--cql_n_actions", type=number(int, 1), default=10,
+                   help="uniform actions per state in the CQL logsumexp (default: 10)")
+    p.add_argument("--cql_temp", type=number(float, 0, False), default=1.0, help="CQL temperature (default: 1)")
+    p.add_argument("--seed", type=number(int, 0), default=0, help="seed of torch, numpy and the eval envs (default: 0)")
+    p.add_argument("--batch_size", type=number(int, 1), default=256, help="transitions per update (default: 256)")
+    p.add_argument("--lr", type=number(float, 0, False), default=3e-4, help="Adam step size, actor and critic (default: 3e-4)")
+    p.add_argument("--gamma", type=number(float, 0), default=0.99, help="discount factor in [0, 1) (default: 0.99)")
+    p.add_argument("--tau", type=number(float, 0, False), default=0.005, help="target-network Polyak rate in (0, 1] (default: 0.005)")
+    p.add_argument("--policy_noise", type=number(float, 0), default=0.2,
+                   help="std of target-policy smoothing noise, in units of the action half-range (default: 0.2)")
+    p.add_argument("--noise_clip", type=number(float, 0), default=0.5,
+                   help="clip of that noise, same units (default: 0.5)")
+    p.add_argument("--policy_delay", type=number(int, 1), default=2, help="critic updates per actor update (default: 2)")
+    p.add_argument("--eval_every", type=number(int, 1), default=10_000, help="steps between evaluations (default: 10000)")
+    p.add_argument("--eval_episodes", type=number(int, 1), default=10, help="episodes per evaluation (default: 10)")
+    p.add_argument("--max_abs_q", type=number(float, 0, False), default=None,
+                   help="stop the run when |mean dataset Q1| exceeds this (default: off)")
+    p.add_argument("--dataset", default="mujoco/hopper/medium-v0", help="Minari dataset id (default: mujoco/hopper/medium-v0)")
+    p.add_argument("--device", default="auto", help="'auto' (cuda when present), 'cpu', 'cuda' or 'cuda:N' (default: auto)")
+    p.add_argument("--results_dir", default="results", help="folder that receives one sub-folder per run (default: results/)")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue the run in RUN_DIR from its checkpoint; other flags are taken from its config.json")
+    return p
+
+
+def resolve_device(name: str) -> torch.device:
+    """--device -> torch.device, or a one-line error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise fail(f"--device '{name}' is not a device; use auto, cpu, cuda or cuda:N")
+    if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not torch.cuda.is_available()):
+        raise fail(f"--device '{name}' is not available here; use auto or cpu")
+    return device
+
+
+def config_name(args: argparse.Namespace) -> str:
+    """A short label for the configuration, e.g. td3, td3_bc10, td3_cql5."""
+    name = args.agent
+    if args.bc_weight == "auto" or args.bc_weight > 0:
+        name += f"_bc{args.bc_weight}" if args.bc_weight == "auto" else f"_bc{args.bc_weight:g}"
+    if args.cql_alpha > 0:
+        name += f"_cql{args.cql_alpha:g}"
+    return name
+
+
+def make_run_dir(args: argparse.Namespace) -> str:
+    """results/<config>-seed<k>-<timestamp>[-n]/, never an existing folder."""
+    stem = os.path.join(args.results_dir, f"{config_name(args)}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir, n = stem, 1
+    while True:
+        try:
+            os.makedirs(run_dir)
+            return run_dir
+        except FileExistsError:
+            run_dir, n = f"{stem}-{n}", n + 1
+
+
+@dataclass
+class Run:
+    """What the training loop carries between evaluations."""
+    dir: str
+    args: argparse.Namespace
+    agent: TD3Agent
+    buffer: ReplayBuffer
+    env: object
+    probe: tuple[torch.Tensor, torch.Tensor]  # fixed dataset (obs, actions) for diagnostics
+    mc_return: float
+    step: int = 0
+    elapsed: float = 0.0
+    last_return: float = float("nan")
+    stop_signal: list = field(default_factory=list)
+
+
+def agent_config(args: argparse.Namespace) -> TD3Config:
+    """The TD3Config named by the flags."""
+    return TD3Config(gamma=args.gamma, tau=args.tau, lr=args.lr, policy_noise=args.policy_noise,
+                     noise_clip=args.noise_clip, policy_delay=args.policy_delay,
+                     bc_weight=args.bc_weight, bc_alpha=args.bc_alpha, cql_alpha=args.cql_alpha,
+                     cql_n_actions=args.cql_n_actions, cql_temp=args.cql_temp)
+
+
+def evaluate_and_log(run: Run, metrics: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Evaluate the policy, measure the diagnostics, append one CSV row; returns the row."""
+    returns = evaluate(run.agent.act, run.env, run.args.eval_episodes, seed=run.args.seed + 10_000)
+    row = {k: v.item() for k, v in metrics.items()}
+    row |= run.agent.diagnostics(*run.probe)
+    row |= {"step": run.step, "eval_return_mean": returns.mean(), "eval_return_std": returns.std(),
+            "mc_return": run.mc_return, "time_s": round(run.elapsed, 2)}
+    path = os.path.join(run.dir, "progress.csv")
+    new_file = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, CSV_COLUMNS, restval="")
+        if new_file:
+            writer.writeheader()
+        writer.writerow({k: row[k] for k in CSV_COLUMNS if k in row})
+    return row
+
+
+def save_checkpoint(run: Run) -> None:
+    """Networks, targets, optimizers, step and every RNG state, written atomically."""
+    state = {"agent": run.agent.state_dict(), "step": run.step, "elapsed": run.elapsed,
+             "last_return": run.last_return, "torch_rng": torch.get_rng_state(),
+             "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    for name, obj in (("checkpoint.pt", state), ("actor.pt", run.agent.actor.state_dict())):
+        tmp = os.path.join(run.dir, name + ".tmp")
+        torch.save(obj, tmp)
+        os.replace(tmp, os.path.join(run.dir, name))
+
+
+def load_checkpoint(run: Run) -> None:
+    """Restore what save_checkpoint wrote, and drop CSV rows logged after it."""
+    state = torch.load(os.path.join(run.dir, "checkpoint.pt"), map_location=run.agent.device, weights_only=False)
+    run.agent.load_state_dict(state["agent"])
+    run.step, run.elapsed, run.last_return = state["step"], state["elapsed"], state["last_return"]
+    torch.set_rng_state(state["torch_rng"])
+    np.random.set_state(state["numpy_rng"])
+    random.setstate(state["python_rng"])
+    if state["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    path = os.path.join(run.dir, "progress.csv")
+    if os.path.exists(path):
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= run.step]
+        with open(path + ".tmp", "w", newline="") as f:
+            writer = csv.DictWriter(f, CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(path + ".tmp", path)
+
+
+def divergence(run: Run, row: dict[str, float]) -> str | None:
+    """Why the run must stop (a non-finite value, or Q past --max_abs_q), or None."""
+    bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        return f"non-finite {', '.join(sorted(bad))} at step {run.step}"
+    bound = run.args.max_abs_q
+    if bound is not None and abs(row["dataset_q"]) > bound:
+        return f"|dataset Q| = {abs(row['dataset_q']):.3g} passed --max_abs_q {bound:g} at step {run.step}"
+    return None
+
+
+def train(run: Run) -> int:
+    """The training loop: update, and every --eval_every steps evaluate, log and checkpoint.
+
+    Returns the exit status: 0 done, 1 diverged, 130 interrupted (checkpoint written).
+    """
+    args = run.args
+    clock_start = time.perf_counter() - run.elapsed  # wall-clock survives --resume
+    bar = tqdm(total=args.total_steps, initial=run.step, desc=os.path.basename(run.dir), unit="step")
+    while run.step < args.total_steps:
+        metrics = run.agent.update(*run.buffer.sample(args.batch_size))
+        run.step += 1
+        bar.update(1)
+        final = run.step == args.total_steps
+        if run.step % args.eval_every == 0 or final:
+            run.elapsed = time.perf_counter() - clock_start
+            row = evaluate_and_log(run, metrics)
+            reason = divergence(run, row)
+            if reason:
+                bar.close()
+                print(f"runner.py: stopped: {reason}. {run.dir} keeps progress.csv and the last good "
+                      f"checkpoint; try a smaller --lr or --cql_alpha.", file=sys.stderr)
+                return 1
+            run.last_return = row["eval_return_mean"]
+            save_checkpoint(run)
+            bar.set_postfix(eval_return=f"{run.last_return:.0f}", dataset_q=f"{row['dataset_q']:.1f}")
+        elif run.step % 1000 == 0:  # a cheap live view of Q between evaluations (one host sync)
+            bar.set_postfix(eval_return=f"{run.last_return:.0f}", batch_q=f"{metrics['q_data'].item():.1f}")
+        if run.stop_signal and not final:
+            run.elapsed = time.perf_counter() - clock_start
+            save_checkpoint(run)
+            bar.close()
+            print(f"runner.py: interrupted at step {run.step}; resume with: "
+                  f"python runner.py --resume {run.dir}", file=sys.stderr)
+            return 130
+    bar.close()
+    return 0
+
+
+def fail(message: str) -> SystemExit:
+    """A one-line error with exit status 2 (raise the result)."""
+    print(f"runner.py: error: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
+def resume_args(run_dir: str) -> argparse.Namespace:
+    """The flags of the run in run_dir, from its config.json."""
+    for name in ("config.json", "checkpoint.pt"):
+        if not os.path.isfile(os.path.join(run_dir, name)):
+            raise fail(f"--resume '{run_dir}' has no {name}; give a run folder written by runner.py")
+    with open(os.path.join(run_dir, "config.json")) as f:
+        flags = json.load(f)["flags"]
+    return argparse.Namespace(**flags | {"resume": run_dir})
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Checks argparse's types cannot make on their own."""
+    if not args.gamma < 1:
+        raise fail(f"--gamma must be in [0, 1), got {args.gamma:g}")
+    if not args.tau <= 1:
+        raise fail(f"--tau must be in (0, 1], got {args.tau:g}")
+    if os.path.exists(args.results_dir) and not os.path.isdir(args.results_dir):
+        raise fail(f"--results_dir '{args.results_dir}' is a file; give a folder path")
+
+
+def setup(args: argparse.Namespace) -> Run:
+    """Load the data, build the agent and the run folder (or reopen it with --resume)."""
+    device = resolve_device(args.device)
+    set_seed(args.seed)
+    try:
+        buffer, env = get_buffer_and_environments_for_task(args.dataset, device)
+    except DatasetError as err:
+        raise fail(f"--dataset: {err}")
+    if args.batch_size > len(buffer):
+        raise fail(f"--batch_size {args.batch_size} is larger than the dataset ({len(buffer)} transitions); "
+                   f"use at most {len(buffer)}")
+    agent = TD3Agent(buffer.obs_dim, buffer.act_dim, env.action_space.low, env.action_space.high,
+                     agent_config(args), device)
+    rows = np.random.default_rng(args.seed).choice(len(buffer), min(DIAGNOSTIC_PAIRS, len(buffer)), replace=False)
+    rows = np.sort(rows)
+    obs, actions, *_ = buffer.split(buffer.data[torch.as_tensor(rows, device=device)])
+    mc_return = float(discounted_returns(buffer, rows, args.gamma).mean())
+    run_dir = args.resume or make_run_dir(args)
+    run = Run(run_dir, args, agent, buffer, env, (obs, actions), mc_return)
+    if args.resume:
+        load_checkpoint(run)
+    else:
+        with open(os.path.join(run_dir, "config.json"), "w") as f:
+            flags = {k: v for k, v in vars(args).items() if k != "resume"}
+            json.dump({"flags": flags, "config": config_name(args), "device": str(device),
+                       "dataset_transitions": len(buffer)}, f, indent=2)
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags, set up, train; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.resume:
+        args = resume_args(args.resume)
+    check_flags(args)
+    run = setup(args)
+
+    def request_stop(signum, frame):
+        run.stop_signal.append(signum)
+        signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C stops at once
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    return train(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

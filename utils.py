@@ -1,0 +1,129 @@
+"""Minari dataset -> replay buffer, evaluation, seeding. No networks, no losses."""
+import os
+import random
+from dataclasses import dataclass
+
+import gymnasium as gym
+import minari
+import numpy as np
+import torch
+
+
+class DatasetError(Exception):
+    """The dataset cannot be had; the message says why and what would work."""
+
+
+@dataclass
+class ReplayBuffer:
+    """Every transition of a dataset, loaded once, as tensors on the training device.
+
+    Row t of `data` is one transition laid out as [obs | action | reward | next_obs | not_done],
+    so a batch is a single gather (one index into one tensor) rather than five.
+    `episode_ends[k]` is the row after the last transition of episode k.
+    """
+    data: torch.Tensor  # (N, 2 * obs_dim + act_dim + 2), float32
+    obs_dim: int
+    act_dim: int
+    episode_ends: np.ndarray  # (episodes,), int64
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+    def split(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Rows -> (obs, actions, rewards, next_obs, not_done); rewards and not_done are (B,)."""
+        obs, actions, rewards, next_obs, not_done = rows.split(
+            [self.obs_dim, self.act_dim, 1, self.obs_dim, 1], dim=1)
+        return obs, actions, rewards.squeeze(1), next_obs, not_done.squeeze(1)
+
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, ...]:
+        """A uniform batch, with replacement; indices drawn on the buffer's device."""
+        idx = torch.randint(len(self), (batch_size,), device=self.data.device)
+        return self.split(self.data[idx])
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch: the only source of randomness in training."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_dataset(dataset_id: str) -> minari.MinariDataset:
+    """minari.load_dataset with download=True, turning a failed download into one clear error."""
+    local = os.path.join(minari.storage.get_dataset_path(dataset_id), "data")
+    try:
+        return minari.load_dataset(dataset_id, download=True)
+    except Exception as err:  # Minari raises many kinds (network, unknown id, missing extras)
+        raise DatasetError(
+            f"cannot load Minari dataset '{dataset_id}': not found under {local} and the download "
+            f"failed ({type(err).__name__}). Set MINARI_DATASETS_PATH to a folder holding it "
+            f"(e.g. MINARI_DATASETS_PATH=../shared/minari) or connect to the internet.") from None
+
+
+def dataset_to_buffer(dataset: minari.MinariDataset, device: torch.device) -> ReplayBuffer:
+    """Copy every transition of a Minari dataset into a ReplayBuffer of exactly total_steps rows.
+
+    A Minari episode holds T+1 observations and T actions: transition t is
+    (obs[t], act[t], rew[t], obs[t+1]). `not_done` comes from terminations only: an episode cut
+    by the time limit (truncation) did not reach a terminal state, so its last step still
+    bootstraps from obs[T].
+    """
+    obs_dim = dataset.observation_space.shape[0]
+    act_dim = dataset.action_space.shape[0]
+    data = np.empty((dataset.total_steps, 2 * obs_dim + act_dim + 2), dtype=np.float32)
+    obs_cols = slice(0, obs_dim)
+    act_cols = slice(obs_dim, obs_dim + act_dim)
+    rew_col = obs_dim + act_dim
+    next_cols = slice(rew_col + 1, rew_col + 1 + obs_dim)
+    episode_ends = []
+    row = 0
+    for episode in dataset.iterate_episodes():
+        end = row + len(episode.actions)
+        data[row:end, obs_cols] = episode.observations[:-1]
+        data[row:end, act_cols] = episode.actions
+        data[row:end, rew_col] = episode.rewards
+        data[row:end, next_cols] = episode.observations[1:]
+        data[row:end, -1] = 1.0 - episode.terminations
+        episode_ends.append(end)
+        row = end
+    return ReplayBuffer(torch.from_numpy(data).to(device), obs_dim, act_dim,
+                        np.asarray(episode_ends, dtype=np.int64))
+
+
+def get_buffer_and_environments_for_task(dataset_id: str, device: torch.device
+                                         ) -> tuple[ReplayBuffer, gym.Env]:
+    """The dataset's replay buffer and its evaluation environment."""
+    dataset = load_dataset(dataset_id)
+    return dataset_to_buffer(dataset, device), dataset.recover_environment(eval_env=True)
+
+
+def discounted_returns(buffer: ReplayBuffer, rows: np.ndarray, gamma: float) -> np.ndarray:
+    """Monte-Carlo return sum_k gamma^k r_{t+k} from each row t to the end of its episode.
+
+    For an episode cut by the time limit this sums only the rewards up to the cut, so it is
+    a lower bound on the true value there (8 of 1,932 episodes in hopper-medium).
+    """
+    rewards = buffer.split(buffer.data)[2].cpu().numpy().astype(np.float64)
+    ends = buffer.episode_ends[np.searchsorted(buffer.episode_ends, rows, side="right")]
+    return np.array([rewards[t:end] @ gamma ** np.arange(end - t) for t, end in zip(rows, ends)])
+
+
+def evaluate(policy, env: gym.Env, episodes: int, seed: int) -> np.ndarray:
+    """Undiscounted return of `episodes` episodes of a deterministic policy.
+
+    The episodes run side by side in copies of `env` (seeded seed, seed+1, ...), so the policy
+    is called once per time step on a batch of observations, not once per episode step.
+    """
+    envs = [env] + [gym.make(env.spec) for _ in range(episodes - 1)]
+    obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(envs)])
+    returns = np.zeros(episodes)
+    running = np.ones(episodes, dtype=bool)
+    while running.any():
+        idx = np.flatnonzero(running)
+        for i, action in zip(idx, policy(obs[idx])):
+            obs[i], reward, terminated, truncated, _ = envs[i].step(action)
+            returns[i] += reward
+            running[i] = not (terminated or truncated)
+    for extra in envs[1:]:
+        extra.close()
+    return returns
