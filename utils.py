@@ -1,6 +1,8 @@
 """Minari dataset -> replay buffer, evaluation, seeding. No networks, no losses."""
 import os
 import random
+import socket
+import urllib.parse
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -48,16 +50,38 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def remote_reachable() -> bool:
+    """Whether the host of Minari's remote (MINARI_REMOTE, default Hugging Face) resolves.
+
+    Checked before a download because, offline, the download retries for about 25 s with
+    a warning per retry before it fails.
+    """
+    remote = os.getenv("MINARI_REMOTE", "hf://farama-minari")
+    if remote.startswith("hf://"):
+        from huggingface_hub import constants
+        host = urllib.parse.urlparse(constants.ENDPOINT).hostname
+    else:
+        host = "storage.googleapis.com"
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+
+
 def load_dataset(dataset_id: str) -> minari.MinariDataset:
     """minari.load_dataset with download=True, turning a failed download into one clear error."""
     local = os.path.join(minari.storage.get_dataset_path(dataset_id), "data")
+    hint = ("Set MINARI_DATASETS_PATH to a folder that holds it (e.g. MINARI_DATASETS_PATH=../shared/minari) "
+            "or connect to the internet.")
+    if not os.path.isdir(local) and not remote_reachable():
+        raise DatasetError(f"Minari dataset '{dataset_id}' is not under {local} and Minari's remote "
+                           f"cannot be reached (offline). {hint}")
     try:
         return minari.load_dataset(dataset_id, download=True)
     except Exception as err:  # Minari raises many kinds (network, unknown id, missing extras)
-        raise DatasetError(
-            f"cannot load Minari dataset '{dataset_id}': not found under {local} and the download "
-            f"failed ({type(err).__name__}). Set MINARI_DATASETS_PATH to a folder holding it "
-            f"(e.g. MINARI_DATASETS_PATH=../shared/minari) or connect to the internet.") from None
+        raise DatasetError(f"cannot load Minari dataset '{dataset_id}': not under {local} and the "
+                           f"download failed ({type(err).__name__}: {err}). {hint}") from None
 
 
 def dataset_to_buffer(dataset: minari.MinariDataset, device: torch.device) -> ReplayBuffer:
