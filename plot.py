@@ -14,6 +14,7 @@ import os
 import sys
 from dataclasses import dataclass
 from functools import reduce
+from typing import NoReturn
 
 import matplotlib
 import numpy as np
@@ -33,15 +34,14 @@ class PlotError(Exception):
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: `plot.py: error: ...`, exit status 2."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 @dataclass
 class RunLog:
-    """One run: its configuration label, folder, and progress.csv as column name -> values."""
+    """One run: its configuration label and progress.csv as column name -> values."""
     label: str
-    path: str
     columns: dict[str, np.ndarray]  # one value per evaluation; NaN where the cell was empty
 
     def column(self, name: str) -> np.ndarray:
@@ -55,7 +55,7 @@ def build_parser() -> Parser:
     p.add_argument("results_dir", nargs="?", default="results",
                    help="folder runner.py wrote runs into, searched recursively for progress.csv "
                         "(default: results/, runner.py's --results_dir default)")
-    p.add_argument("--out", default=None,
+    p.add_argument("--out", metavar="DIR", default=None,
                    help="folder for the PNG figures, created if missing (default: results_dir itself)")
     return p
 
@@ -131,8 +131,7 @@ def load_runs(root: str) -> dict[str, list[RunLog]]:
     """Every run below root, grouped by configuration label (labels sorted)."""
     groups: dict[str, list[RunLog]] = {}
     for run_dir in find_run_dirs(root):
-        path = os.path.join(run_dir, "progress.csv")
-        run = RunLog(run_label(run_dir), path, read_progress(path))
+        run = RunLog(run_label(run_dir), read_progress(os.path.join(run_dir, "progress.csv")))
         groups.setdefault(run.label, []).append(run)
     return dict(sorted(groups.items()))
 
@@ -165,11 +164,24 @@ def colours_for(labels: list[str]) -> dict[str, tuple]:
     return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
 
 
+def magnitudes(values: list[np.ndarray]) -> np.ndarray:
+    """The finite |v| of every array drawn on an axis."""
+    mags = np.abs(np.concatenate([np.zeros(0), *values]))
+    return mags[np.isfinite(mags)]
+
+
 def needs_symlog(values: list[np.ndarray]) -> bool:
     """True when |values| span more than SYMLOG_DECADES orders of magnitude (|v| < 1 counts as 1)."""
-    mags = np.abs(np.concatenate([np.zeros(0), *values]))
-    mags = mags[np.isfinite(mags)]
+    mags = magnitudes(values)
     return mags.size > 0 and mags.max() > 10 ** SYMLOG_DECADES * max(mags.min(), 1.0)
+
+
+def set_symlog(ax: Axes, values: list[np.ndarray]) -> None:
+    """Symlog y-axis, linear only below the small drawn |v| (kept in [1e-3, 1]) so small losses get ticks."""
+    mags = magnitudes(values)
+    # a percentile, not the minimum: one band edge grazing zero should not add empty decades
+    small = np.percentile(mags[mags > 0], 5) if (mags > 0).any() else 1.0
+    ax.set_yscale("symlog", linthresh=10 ** np.clip(np.floor(np.log10(small)), -3, 0))
 
 
 def draw_band(ax: Axes, steps: np.ndarray, mean: np.ndarray, std: np.ndarray, colour: tuple,
@@ -216,7 +228,7 @@ def figure_q_values(groups: dict[str, list[RunLog]], colours: dict[str, tuple]) 
         drawn += draw_band(ax, *seed_stats(runs, "mc_return"), colours[label], linestyle="--")
     symlog = needs_symlog(drawn)
     if symlog:  # diverging offline Q reaches 1e3-1e5 and would flatten the MC returns (~100-300) to zero
-        ax.set_yscale("symlog", linthresh=1.0)
+        set_symlog(ax, drawn)
     ax.set(xlabel=STEP_LABEL, ylabel="Q value / discounted return" + (" (symlog scale)" if symlog else ""))
     ax.grid(alpha=0.3)
     return fig
@@ -230,7 +242,9 @@ def plot_metric(ax: Axes, groups: dict[str, list[RunLog]], colours: dict[str, tu
         drawn += draw_band(ax, *seed_stats(runs, name), colours[label])
     symlog = symlog or needs_symlog(drawn)
     if symlog:
-        ax.set_yscale("symlog", linthresh=1.0)
+        set_symlog(ax, drawn)
+    else:  # an offset like "+4.129" above the axis hides the actual size of the metric
+        ax.ticklabel_format(axis="y", useOffset=False)
     if not any(v.size for v in drawn):
         ax.text(0.5, 0.5, f"no {name} logged", transform=ax.transAxes, ha="center", va="center")
     ax.set(title=name + (" (symlog)" if symlog else ""), xlabel=STEP_LABEL, ylabel=name)
@@ -248,7 +262,7 @@ def plot_cql(ax: Axes, groups: dict[str, list[RunLog]], colours: dict[str, tuple
         drawn += draw_band(ax, *seed_stats(runs, "cql_logsumexp"), colours[label])
         drawn += draw_band(ax, *seed_stats(runs, "cql_data_q"), colours[label], linestyle="--")
     if needs_symlog(drawn):
-        ax.set_yscale("symlog", linthresh=1.0)
+        set_symlog(ax, drawn)
     ax.set(title="CQL: cql_logsumexp (solid) vs cql_data_q (dashed)", xlabel=STEP_LABEL, ylabel="Q value")
     ax.grid(alpha=0.3)
 

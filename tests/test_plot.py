@@ -215,3 +215,16 @@ def test_command_line_end_to_end(results, tmp_path):
     assert "td3_bc10" in done.stdout
     for name in FIGURES:
         assert_valid_png(out / name)
+
+
+def test_steps_that_go_back_are_an_error(tmp_path, capsys):
+    progress = write_run(tmp_path, "td3", 0, steps=(1000, 3000, 2000)) / "progress.csv"
+    assert_one_line_error(capsys, [str(tmp_path)], str(progress), "step 2000 follows step 3000")
+
+
+def test_critic_loss_is_always_on_a_symlog_axis(tmp_path):
+    write_run(tmp_path, "td3_bc10", 0)
+    groups = plot.load_runs(str(tmp_path))
+    panels = plot.figure_diagnostics(groups, plot.colours_for(list(groups))).axes
+    assert [ax.get_title() for ax in panels[:3]] == ["policy_q", "bc_distance", "critic_loss (symlog)"]
+    assert panels[2].get_yscale() == "symlog"

@@ -1,0 +1,171 @@
+"""Speed benchmark: update rate against the matmul roofline, dataset loading, evaluation.
+
+    MINARI_DATASETS_PATH=../shared/minari python bench.py
+
+The roofline of an update is the time of the plain torch.matmul calls that the update's
+layers imply (forward, and the backward products that autograd needs), on the same shapes,
+measured here in the same run. "fraction of the roofline" = roofline time / real update time.
+"""
+import argparse
+import gc
+import statistics
+import threading
+import time
+
+import numpy as np
+import torch
+
+from td3_agent import TD3Agent, TD3Config
+from utils import ReplayBuffer, evaluate, load_dataset, dataset_to_buffer
+
+METHODS = {"td3": {}, "td3_bc": {"bc_weight": 10.0}, "cql": {"cql_alpha": 5.0}}
+
+
+def layer_matmuls(rows: int, sizes: list[int], heads: int, weight_grads: bool,
+                  input_grad_first: bool, backward: bool) -> list[tuple[int, int, int]]:
+    """(M, K, N) of each matmul in a forward (and backward) pass through an MLP.
+
+    Forward: x (rows, in) @ W (in, out). Backward: dW = x^T (in, rows) @ g (rows, out) when
+    the weights train, dx = g (rows, out) @ W^T (out, in) for every layer whose input needs a
+    gradient (all but the first, unless the first input itself needs one, e.g. the action
+    fed from the actor into Q1).
+    """
+    shapes = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        shapes.append((rows, fan_in, fan_out))
+        if backward and weight_grads:
+            shapes.append((fan_in, rows, fan_out))
+        if backward and (i > 0 or input_grad_first):
+            shapes.append((rows, fan_out, fan_in))
+    return shapes * heads
+
+
+def update_matmuls(cfg: TD3Config, batch: int, obs_dim: int, act_dim: int
+                   ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    """The matmuls of every update, and those of the actor step (run every policy_delay updates)."""
+    hidden = list(cfg.hidden)
+    actor, critic = [obs_dim, *hidden, act_dim], [obs_dim + act_dim, *hidden, 1]
+    critic_rows = batch * (1 + (cfg.cql_n_actions if cfg.cql_alpha > 0 else 0))
+    every_update = (layer_matmuls(batch, actor, 1, False, False, False)            # mu'(s')
+                    + layer_matmuls(batch, critic, 2, False, False, False)        # Q'_1,2(s', a')
+                    + layer_matmuls(critic_rows, critic, 2, True, False, True))   # Q_1,2 (+ CQL), grads
+    actor_step = (layer_matmuls(batch, actor, 1, True, False, True)               # mu(s), grads
+                  + layer_matmuls(batch, critic, 1, False, True, True))           # Q1(s, mu(s)), dQ/da
+    return every_update, actor_step
+
+
+def flops(shapes: list[tuple[int, int, int]]) -> int:
+    """2 * M * K * N per matmul (one multiply and one add per term)."""
+    return sum(2 * m * k * n for m, k, n in shapes)
+
+
+def time_matmuls(operands: list[tuple[torch.Tensor, torch.Tensor]], repeats: int) -> float:
+    """Seconds per pass of plain torch.matmul over the given operand pairs."""
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for a, b in operands:
+            torch.matmul(a, b)
+    return (time.perf_counter() - start) / repeats
+
+
+def time_updates(agent: TD3Agent, buffer: ReplayBuffer, batch: int, steps: int) -> float:
+    """Seconds per real agent update (sampling included), averaged over `steps` updates."""
+    start = time.perf_counter()
+    for _ in range(steps):
+        metrics = agent.update(*buffer.sample(batch))
+    metrics["critic_loss"].item()  # wait for the device before reading the clock
+    return (time.perf_counter() - start) / steps
+
+
+def bench_update(agent: TD3Agent, buffer: ReplayBuffer, batch: int, rounds: int = 7) -> dict:
+    """Update rate and its fraction of the matmul roofline, as medians over rounds.
+
+    Each round times a window of real updates and then the roofline matmuls, back to back, so
+    a slow spell of the machine hits both sides of the ratio alike. One warm-up round is dropped.
+    """
+    every, actor_step = update_matmuls(agent.cfg, batch, buffer.obs_dim, buffer.act_dim)
+    operands = [[(torch.randn(m, k), torch.randn(k, n)) for m, k, n in shapes] for shapes in (every, actor_step)]
+    gflop = (flops(every) + flops(actor_step) / agent.cfg.policy_delay) / 1e9
+    steps = max(20, int(40 / gflop))  # about 0.2 s of updates per window
+    update_s, roofline_s = [], []
+    for round_ in range(rounds + 1):
+        update = time_updates(agent, buffer, batch, steps)
+        roof = (time_matmuls(operands[0], steps // 2)
+                + time_matmuls(operands[1], steps // 2) / agent.cfg.policy_delay)
+        if round_ > 0:
+            update_s.append(update)
+            roofline_s.append(roof)
+    fractions = [roof / update for roof, update in zip(roofline_s, update_s)]
+    return {"rate": 1 / statistics.median(update_s), "roofline": 1 / statistics.median(roofline_s),
+            "fraction": statistics.median(fractions), "gflop": gflop}
+
+
+def available_bytes() -> int:
+    """MemAvailable from /proc/meminfo: memory the whole system could still hand out."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def bench_loading(dataset_id: str) -> tuple[ReplayBuffer, object, dict]:
+    """Time and peak extra memory of reading the dataset into the buffer.
+
+    The loader forks a helper process, so the memory figure is system-wide (both processes,
+    shared pages once): the largest drop of MemAvailable, sampled every 2 ms, during the load.
+    Run the benchmark alone for this figure to mean anything.
+    """
+    dataset = load_dataset(dataset_id)
+    gc.collect()
+    baseline, lowest, done = available_bytes(), [available_bytes()], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            lowest[0] = min(lowest[0], available_bytes())
+            time.sleep(0.002)
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    start = time.perf_counter()
+    buffer = dataset_to_buffer(dataset, torch.device("cpu"))
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    buffer_bytes = buffer.data.numel() * buffer.data.element_size()
+    return buffer, dataset.recover_environment(eval_env=True), {
+        "seconds": seconds, "transitions": len(buffer), "buffer_mb": buffer_bytes / 2**20,
+        "peak_extra_mb": (baseline - lowest[0]) / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="mujoco/hopper/medium-v0", help="Minari dataset id (default: hopper medium)")
+    parser.add_argument("--batch_size", type=int, default=256, help="transitions per update (default: 256)")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    buffer, env, load = bench_loading(args.dataset)
+    print(f"load: {load['transitions']:,} transitions in {load['seconds']:.2f} s "
+          f"({load['transitions'] / load['seconds'] / 1e6:.2f} M/s); buffer {load['buffer_mb']:.0f} MB, "
+          f"peak extra memory {load['peak_extra_mb']:.0f} MB "
+          f"({load['peak_extra_mb'] / load['buffer_mb']:.2f}x the buffer)")
+    print(f"device: cpu, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}")
+    summary = []
+    for name, overrides in METHODS.items():
+        cfg = TD3Config(**overrides)
+        agent = TD3Agent(buffer.obs_dim, buffer.act_dim, env.action_space.low, env.action_space.high,
+                         cfg, torch.device("cpu"))
+        result = bench_update(agent, buffer, args.batch_size)
+        summary.append(f"{name} {result['rate']:.0f}/s ({result['fraction']:.0%})")
+        print(f"{name}: {result['rate']:.0f} updates/s; matmul roofline {result['roofline']:.0f} updates/s "
+              f"({result['gflop']:.3f} GFLOP/update, {result['gflop'] * result['roofline']:.0f} GFLOP/s "
+              f"in plain matmuls) -> {result['fraction']:.0%} of the roofline")
+    start = time.perf_counter()
+    returns = evaluate(agent.act, env, 10, seed=0)
+    eval_s = time.perf_counter() - start
+    print(f"evaluation: 10 episodes (untrained CQL actor, mean return {returns.mean():.0f}) in {eval_s:.2f} s")
+    print(f"summary: {'; '.join(summary)}; load {load['seconds']:.2f} s at "
+          f"{load['peak_extra_mb'] / load['buffer_mb']:.1f}x buffer memory; eval {eval_s:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
