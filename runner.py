@@ -11,6 +11,7 @@ import math
 import os
 import random
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -74,6 +75,12 @@ def build_parser() -> Parser:
                    help="uniform actions per state in the CQL logsumexp (default: 10)")
     p.add_argument("--cql_temp", type=number(float, 0, False), default=1.0, help="CQL temperature (default: 1)")
     p.add_argument("--seed", type=number(int, 0), default=0, help="seed of torch, numpy and the eval envs (default: 0)")
+    p.add_argument("--seeds", type=number(int, 0), nargs="+", default=None,
+                   help="run one process per seed, e.g. --seeds 0 1 2 (default: off; --seed alone)")
+    p.add_argument("--workers", type=number(int, 1), default=1,
+                   help="with --seeds: runs at a time, each on cores/workers threads (default: 1)")
+    p.add_argument("--threads", type=number(int, 0), default=0,
+                   help="torch CPU threads; 0 = torch's default, one per core (default: 0)")
     p.add_argument("--batch_size", type=number(int, 1), default=256, help="transitions per update (default: 256)")
     p.add_argument("--lr", type=number(float, 0, False), default=3e-4, help="Adam step size, actor and critic (default: 3e-4)")
     p.add_argument("--gamma", type=number(float, 0), default=0.99, help="discount factor in [0, 1) (default: 0.99)")
@@ -308,12 +315,52 @@ def setup(args: argparse.Namespace) -> Run:
     return run
 
 
+def seed_argv(args: argparse.Namespace, seed: int, threads: int) -> list[str]:
+    """The command line of one run of a --seeds set."""
+    argv = [sys.executable, os.path.abspath(__file__)]
+    for name, value in vars(args).items():
+        if name not in ("seeds", "workers", "resume", "seed", "threads") and value is not None:
+            argv += [f"--{name}", str(value)]
+    return argv + ["--seed", str(seed), "--threads", str(threads)]
+
+
+def run_seeds(args: argparse.Namespace) -> int:
+    """--seeds: each seed as its own runner.py process, --workers of them at a time.
+
+    Returns the worst exit status. Ctrl-C reaches the children too; each checkpoints and stops.
+    """
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+    pending, running, worst = list(args.seeds), {}, 0
+    while pending or running:
+        for slot in range(args.workers):
+            if slot not in running and pending:
+                seed = pending.pop(0)
+                # TQDM_POSITION gives each worker its own progress-bar line
+                env = os.environ | {"TQDM_POSITION": str(slot), "OMP_NUM_THREADS": str(threads)}
+                running[slot] = (seed, subprocess.Popen(seed_argv(args, seed, threads), env=env))
+        try:
+            time.sleep(0.5)
+        except KeyboardInterrupt:
+            pending.clear()
+        for slot, (seed, child) in list(running.items()):
+            if child.poll() is not None:
+                del running[slot]
+                worst = max(worst, child.returncode)
+                if child.returncode:
+                    print(f"runner.py: seed {seed} exited with status {child.returncode}", file=sys.stderr)
+    return worst
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse flags, set up, train; returns the exit status."""
     args = build_parser().parse_args(argv)
     if args.resume:
         args = resume_args(args.resume)
     check_flags(args)
+    if args.seeds:
+        return run_seeds(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     run = setup(args)
 
     def request_stop(signum, frame):
