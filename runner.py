@@ -248,7 +248,8 @@ def train(run: Run) -> int:
             save_checkpoint(run)
             bar.set_postfix(eval_return=f"{run.last_return:.0f}", dataset_q=f"{row['dataset_q']:.1f}")
         elif run.step % 1000 == 0:  # a cheap live view of Q between evaluations (one host sync)
-            bar.set_postfix(eval_return=f"{run.last_return:.0f}", batch_q=f"{metrics['q_data'].item():.1f}")
+            bar.set_postfix(eval_return=f"{run.last_return:.0f}" if run.step > args.eval_every else "-",
+                            batch_q=f"{metrics['q_data'].item():.1f}")
         if run.stop_signal and not final:
             run.elapsed = time.perf_counter() - clock_start
             save_checkpoint(run)
@@ -366,9 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     def request_stop(signum, frame):
         run.stop_signal.append(signum)
         signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C stops at once
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    return train(run)
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return train(run)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,12 @@ import gymnasium as gym
 import minari
 import numpy as np
 import pytest
+import torch
 from minari.data_collector import EpisodeBuffer
+
+# The tests train on batches of 32-64: one thread is as fast, and it does not fight other
+# processes for the cores.
+torch.set_num_threads(1)
 
 DATASET_ID = "test/hopper/tiny-v0"
 

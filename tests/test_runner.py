@@ -1,0 +1,171 @@
+"""runner.py end to end on a tiny dataset: results folder, CSV, bad input, divergence, resume."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import runner
+from conftest import DATASET_ID
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ["--dataset", DATASET_ID, "--batch_size", "32", "--eval_episodes", "2", "--device", "cpu"]
+
+
+def read_csv(path: str) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def only_run(results) -> str:
+    runs = os.listdir(results)
+    assert len(runs) == 1, runs
+    return os.path.join(results, runs[0])
+
+
+def test_short_run_writes_config_csv_and_checkpoints(tiny_dataset, tmp_path):
+    results = tmp_path / "results"
+    status = runner.main([*FAST, "--total_steps", "40", "--eval_every", "20", "--bc_weight", "10",
+                          "--cql_alpha", "1", "--results_dir", str(results)])
+    assert status == 0
+    run_dir = only_run(results)
+    assert os.path.basename(run_dir).startswith("td3_bc10_cql1-seed0-")
+    assert sorted(os.listdir(run_dir)) == ["actor.pt", "checkpoint.pt", "config.json", "progress.csv"]
+    rows = read_csv(os.path.join(run_dir, "progress.csv"))
+    assert list(rows[0]) == runner.CSV_COLUMNS
+    assert [int(r["step"]) for r in rows] == [20, 40]
+    for column in runner.CSV_COLUMNS:  # BC and CQL both on: every column holds a number
+        assert all(r[column] != "" for r in rows), column
+    assert float(rows[-1]["time_s"]) > 0
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    assert config["flags"]["bc_weight"] == 10 and config["flags"]["cql_alpha"] == 1
+    assert config["config"] == "td3_bc10_cql1" and config["dataset_transitions"] == tiny_dataset.total_steps
+
+
+def test_plain_td3_leaves_the_cql_columns_empty(tiny_dataset, tmp_path):
+    results = tmp_path / "results"
+    assert runner.main([*FAST, "--total_steps", "10", "--eval_every", "10", "--results_dir", str(results)]) == 0
+    row = read_csv(os.path.join(only_run(results), "progress.csv"))[0]
+    assert row["cql_penalty"] == row["cql_logsumexp"] == ""
+    assert float(row["bc_weight"]) == 0.0 and row["td_loss"] != ""
+
+
+def test_a_run_never_overwrites_another(tiny_dataset, tmp_path):
+    results = tmp_path / "results"
+    for _ in range(2):  # same config, same seed, same second
+        assert runner.main([*FAST, "--total_steps", "4", "--eval_every", "4", "--results_dir", str(results)]) == 0
+    runs = sorted(os.listdir(results))
+    assert len(runs) == 2
+    assert all(len(read_csv(os.path.join(results, r, "progress.csv"))) == 1 for r in runs)
+
+
+BAD_FLAGS = [
+    (["--total_steps", "0"], "--total_steps"),
+    (["--total_steps", "-5"], "--total_steps"),
+    (["--total_steps", "ten"], "--total_steps"),
+    (["--batch_size", "100000"], "--batch_size"),
+    (["--cql_alpha", "-1"], "--cql_alpha"),
+    (["--bc_weight", "-0.5"], "--bc_weight"),
+    (["--gamma", "1.5"], "--gamma"),
+    (["--lr", "nan"], "--lr"),
+    (["--device", "tpu"], "--device"),
+    (["--device", "cuda:7"], "--device"),
+    (["--dataset", "test/hopper/no-such-v0"], "--dataset"),
+    (["--resume", "no/such/run"], "--resume"),
+]
+
+
+@pytest.mark.parametrize("flags, named", BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
+def test_bad_flag_is_a_one_line_error_that_writes_nothing(tiny_dataset, tmp_path, capsys, flags, named):
+    results = tmp_path / "results"
+    with pytest.raises(SystemExit) as exit_info:
+        runner.main([*FAST, "--total_steps", "5", "--results_dir", str(results), *flags])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and named in err and "Traceback" not in err, err
+    assert not results.exists()
+
+
+def test_results_dir_that_is_a_file_is_refused_and_kept(tiny_dataset, tmp_path, capsys):
+    a_file = tmp_path / "results"
+    a_file.write_text("precious")
+    with pytest.raises(SystemExit) as exit_info:
+        runner.main([*FAST, "--results_dir", str(a_file)])
+    assert exit_info.value.code == 2
+    assert "--results_dir" in capsys.readouterr().err
+    assert a_file.read_text() == "precious"
+
+
+def test_bad_flag_from_the_command_line_exits_2_without_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "runner.py", "--cql_alpha", "-3"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "runner.py: error: argument --cql_alpha: must be a finite float >= 0, got -3"]
+
+
+def test_q_past_max_abs_q_stops_the_run_and_keeps_its_csv(tiny_dataset, tmp_path, capsys):
+    results = tmp_path / "results"
+    status = runner.main([*FAST, "--total_steps", "30", "--eval_every", "10", "--max_abs_q", "1e-9",
+                          "--results_dir", str(results)])
+    assert status == 1
+    assert "--max_abs_q" in capsys.readouterr().err
+    run_dir = only_run(results)
+    assert len(read_csv(os.path.join(run_dir, "progress.csv"))) == 1  # the row that showed it
+    assert not os.path.exists(os.path.join(run_dir, "checkpoint.pt"))  # no good checkpoint to keep
+
+
+def test_non_finite_loss_stops_the_run_keeping_the_last_good_checkpoint(tiny_dataset, tmp_path, capsys):
+    results = tmp_path / "results"
+    # Adam with a step size of 1e6 makes the weights, then Q, then the squared TD error overflow
+    status = runner.main([*FAST, "--total_steps", "50", "--eval_every", "1", "--lr", "1e6",
+                          "--results_dir", str(results)])
+    assert status == 1
+    assert "non-finite" in capsys.readouterr().err
+    run_dir = only_run(results)
+    rows = read_csv(os.path.join(run_dir, "progress.csv"))
+    checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)
+    assert len(rows) >= 2
+    assert checkpoint["step"] == len(rows) - 1  # the last row is the bad one, the checkpoint is the one before
+    assert all(torch.isfinite(p).all() for p in checkpoint["agent"]["critic"].values())
+
+
+def run_cli(*args: str, **kwargs) -> subprocess.Popen:
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "runner.py", *FAST, "--threads", "1", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_sigterm_then_resume_writes_the_same_rows_as_an_uninterrupted_run(tiny_dataset, tmp_path):
+    flags = ["--total_steps", "1200", "--eval_every", "200", "--bc_weight", "1", "--cql_alpha", "1"]
+    whole = run_cli(*flags, "--results_dir", str(tmp_path / "whole"))
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+
+    cut = run_cli(*flags, "--results_dir", str(tmp_path / "cut"))
+    csv_path = None
+    while csv_path is None or not os.path.exists(csv_path):  # wait for the first evaluation
+        time.sleep(0.05)
+        runs = os.listdir(tmp_path / "cut") if (tmp_path / "cut").exists() else []
+        csv_path = os.path.join(tmp_path / "cut", runs[0], "progress.csv") if runs else None
+        assert cut.poll() is None, "the run ended before it could be interrupted"
+    cut.send_signal(signal.SIGTERM)
+    assert cut.wait(timeout=60) == 130
+    assert "--resume" in cut.stderr.read()
+    run_dir = os.path.dirname(csv_path)
+    interrupted_rows = read_csv(csv_path)
+    assert 1 <= len(interrupted_rows) < 6
+
+    resumed = run_cli("--resume", run_dir)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    expected = read_csv(os.path.join(only_run(tmp_path / "whole"), "progress.csv"))
+    got = read_csv(csv_path)
+    assert len(got) == len(expected) == 6
+    for mine, theirs in zip(got, expected):
+        mine.pop("time_s"), theirs.pop("time_s")
+        assert mine == theirs
