@@ -316,39 +316,41 @@ def setup(args: argparse.Namespace) -> Run:
     return run
 
 
-def seed_argv(args: argparse.Namespace, seed: int, threads: int) -> list[str]:
-    """The command line of one run of a --seeds set."""
+def run_argv(args: argparse.Namespace, **overrides) -> list[str]:
+    """The runner.py command line of a single run with these flags (and overrides)."""
+    flags = {k: v for k, v in vars(args).items() if k not in ("seeds", "workers", "resume")} | overrides
     argv = [sys.executable, os.path.abspath(__file__)]
-    for name, value in vars(args).items():
-        if name not in ("seeds", "workers", "resume", "seed", "threads") and value is not None:
+    for name, value in flags.items():
+        if value is not None:
             argv += [f"--{name}", str(value)]
-    return argv + ["--seed", str(seed), "--threads", str(threads)]
+    return argv
 
 
-def run_seeds(args: argparse.Namespace) -> int:
-    """--seeds: each seed as its own runner.py process, --workers of them at a time.
+def run_processes(commands: list[list[str]], workers: int) -> int:
+    """Run the commands as child processes, `workers` at a time; returns the worst exit status.
 
-    Returns the worst exit status. Ctrl-C reaches the children too; each checkpoints and stops.
+    Each child gets cores/workers threads and its own progress-bar line. Ctrl-C reaches the
+    children too: each checkpoints and stops, and no further command starts.
     """
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
-    pending, running, worst = list(args.seeds), {}, 0
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    pending, running, worst = list(commands), {}, 0
     while pending or running:
-        for slot in range(args.workers):
+        for slot in range(workers):
             if slot not in running and pending:
-                seed = pending.pop(0)
-                # TQDM_POSITION gives each worker its own progress-bar line
-                env = os.environ | {"TQDM_POSITION": str(slot), "OMP_NUM_THREADS": str(threads)}
-                running[slot] = (seed, subprocess.Popen(seed_argv(args, seed, threads), env=env))
+                command = pending.pop(0)
+                env = os.environ | {"TQDM_POSITION": str(slot), "OMP_NUM_THREADS": threads}
+                running[slot] = subprocess.Popen(command + ["--threads", threads], env=env)
         try:
             time.sleep(0.5)
         except KeyboardInterrupt:
             pending.clear()
-        for slot, (seed, child) in list(running.items()):
+        for slot, child in list(running.items()):
             if child.poll() is not None:
                 del running[slot]
                 worst = max(worst, child.returncode)
                 if child.returncode:
-                    print(f"runner.py: seed {seed} exited with status {child.returncode}", file=sys.stderr)
+                    print(f"runner.py: '{' '.join(child.args[1:])}' exited with status {child.returncode}",
+                          file=sys.stderr)
     return worst
 
 
@@ -359,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         args = resume_args(args.resume)
     check_flags(args)
     if args.seeds:
-        return run_seeds(args)
+        return run_processes([run_argv(args, seed=seed, threads=None) for seed in args.seeds], args.workers)
     if args.threads:
         torch.set_num_threads(args.threads)
     run = setup(args)

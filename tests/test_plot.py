@@ -8,14 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# pytest puts tests/ on sys.path, not the repo root where plot.py lives
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-import plot  # noqa: E402
+import plot
+from runner import CSV_COLUMNS as COLUMNS  # the logger's own header: plot.py must read what runner.py writes
 
-COLUMNS = ["step", "eval_return_mean", "eval_return_std", "dataset_q", "mc_return", "policy_q", "bc_distance",
-           "critic_loss", "td_loss", "cql_penalty", "cql_logsumexp", "cql_data_q", "actor_loss", "ddpg_loss",
-           "bc_loss", "bc_weight", "q_data", "target_q", "time_s"]
+REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("returns.png", "q_values.png", "diagnostics.png")
 
