@@ -7,6 +7,7 @@ layers imply (forward, and the backward products that autograd needs), on the sa
 measured here in the same run. "fraction of the roofline" = roofline time / real update time.
 """
 import argparse
+import copy
 import gc
 import statistics
 import threading
@@ -15,8 +16,9 @@ import time
 import numpy as np
 import torch
 
+from networks import Actor, mlp
 from td3_agent import TD3Agent, TD3Config
-from utils import ReplayBuffer, evaluate, load_dataset, dataset_to_buffer
+from utils import ReplayBuffer, dataset_to_buffer, evaluate, load_dataset, transition_rows
 
 METHODS = {"td3": {}, "td3_bc": {"bc_weight": 10.0}, "cql": {"cql_alpha": 5.0}}
 
@@ -137,10 +139,96 @@ def bench_loading(dataset_id: str) -> tuple[ReplayBuffer, object, dict]:
         "peak_extra_mb": (baseline - lowest[0]) / 2**20}
 
 
+class PlainTD3BC:
+    """Reference for --compare: TD3+BC written the plain way (two separate critic MLPs, two
+    critic optimizers, default Adam, full backward through the critic in the actor step)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, low: np.ndarray, high: np.ndarray):
+        cfg = self.cfg = TD3Config(bc_weight=10.0)
+        self.actor = Actor(obs_dim, act_dim, torch.as_tensor(low), torch.as_tensor(high))
+        self.critics = [mlp(obs_dim + act_dim, cfg.hidden, 1) for _ in range(2)]
+        self.actor_target = copy.deepcopy(self.actor)
+        self.critic_targets = copy.deepcopy(self.critics)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        self.critic_opts = [torch.optim.Adam(c.parameters(), lr=cfg.lr) for c in self.critics]
+        self.updates = 0
+
+    def update(self, obs, actions, rewards, next_obs, not_done) -> dict[str, torch.Tensor]:
+        cfg, self.updates = self.cfg, self.updates + 1
+        with torch.no_grad():
+            noise = (torch.randn_like(actions) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
+            next_actions = (self.actor_target(next_obs) + noise).clamp(-1, 1)
+            next_sa = torch.cat([next_obs, next_actions], 1)
+            next_q = torch.min(*[c(next_sa) for c in self.critic_targets]).squeeze(1)
+            target_q = rewards + cfg.gamma * not_done * next_q
+        sa = torch.cat([obs, actions], 1)
+        critic_loss = sum(torch.nn.functional.mse_loss(c(sa).squeeze(1), target_q) for c in self.critics)
+        for opt in self.critic_opts:
+            opt.zero_grad()
+        critic_loss.backward()
+        for opt in self.critic_opts:
+            opt.step()
+        if self.updates % cfg.policy_delay == 0:
+            pi = self.actor(obs)
+            q = self.critics[0](torch.cat([obs, pi], 1))
+            actor_loss = -q.mean() + cfg.bc_weight * ((pi - actions) ** 2).sum(1).mean()
+            self.actor_opt.zero_grad()
+            actor_loss.backward()
+            self.actor_opt.step()
+            with torch.no_grad():
+                pairs = [(self.actor, self.actor_target)] + list(zip(self.critics, self.critic_targets))
+                for online, target in pairs:
+                    for p, tp in zip(online.parameters(), target.parameters()):
+                        tp.mul_(1 - cfg.tau).add_(cfg.tau * p)
+        return {"critic_loss": critic_loss}
+
+
+def plain_loading(dataset) -> float:
+    """Reference for --compare: seconds of a plain loop over iterate_episodes() and a concatenate."""
+    start = time.perf_counter()
+    parts = [transition_rows(episode) for episode in dataset.iterate_episodes()]
+    torch.from_numpy(np.concatenate(parts))
+    return time.perf_counter() - start
+
+
+def evaluation_seconds(policy, env, episodes: int, side_by_side: bool) -> tuple[float, int]:
+    """Seconds and env steps of an evaluation, side by side (as utils.evaluate) or one episode at a time."""
+    steps = [0]
+
+    def counting(obs: np.ndarray) -> np.ndarray:
+        steps[0] += len(obs)
+        return policy(obs)
+    start = time.perf_counter()
+    if side_by_side:
+        evaluate(counting, env, episodes, seed=0)
+    else:
+        for i in range(episodes):
+            evaluate(counting, env, 1, seed=i)
+    return time.perf_counter() - start, steps[0]
+
+
+def compare(buffer: ReplayBuffer, env, dataset_id: str, policy, batch: int) -> None:
+    """The plain versions of what bench.py measures, in this same run, for before/after figures."""
+    low, high = env.action_space.low, env.action_space.high
+    plain = bench_update(PlainTD3BC(buffer.obs_dim, buffer.act_dim, low, high), buffer, batch)
+    print(f"compare: plain TD3+BC {plain['rate']:.0f} updates/s -> {plain['fraction']:.0%} of the roofline")
+    print(f"compare: plain loop over iterate_episodes(): {plain_loading(load_dataset(dataset_id)):.2f} s")
+    for side_by_side in (False, True):
+        seconds, steps = evaluation_seconds(policy, env, 10, side_by_side)
+        how = "side by side (utils.evaluate)" if side_by_side else "one episode at a time"
+        print(f"compare: evaluation, 10 episodes {how}: {seconds:.2f} s for {steps} env steps")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="mujoco/hopper/medium-v0", help="Minari dataset id (default: hopper medium)")
     parser.add_argument("--batch_size", type=int, default=256, help="transitions per update (default: 256)")
+    parser.add_argument("--actor", default=None,
+                        help="actor.pt of a trained run to time evaluation with (default: the benchmark's CQL actor, "
+                             "which falls early, so its episodes are short)")
+    parser.add_argument("--compare", action="store_true",
+                        help="also time the plain versions (two-critic TD3+BC, a plain loading loop, "
+                             "one-at-a-time evaluation) in the same run")
     args = parser.parse_args()
     torch.manual_seed(0)
     buffer, env, load = bench_loading(args.dataset)
@@ -159,10 +247,12 @@ def main() -> None:
         print(f"{name}: {result['rate']:.0f} updates/s; matmul roofline {result['roofline']:.0f} updates/s "
               f"({result['gflop']:.3f} GFLOP/update, {result['gflop'] * result['roofline']:.0f} GFLOP/s "
               f"in plain matmuls) -> {result['fraction']:.0%} of the roofline")
-    start = time.perf_counter()
-    returns = evaluate(agent.act, env, 10, seed=0)
-    eval_s = time.perf_counter() - start
-    print(f"evaluation: 10 episodes (untrained CQL actor, mean return {returns.mean():.0f}) in {eval_s:.2f} s")
+    if args.actor:
+        agent.actor.load_state_dict(torch.load(args.actor, map_location="cpu"))
+    eval_s, steps = evaluation_seconds(agent.act, env, 10, side_by_side=True)
+    print(f"evaluation: 10 episodes ({args.actor or 'benchmark CQL actor'}), {steps} env steps in {eval_s:.2f} s")
+    if args.compare:
+        compare(buffer, env, args.dataset, agent.act, args.batch_size)
     print(f"summary: {'; '.join(summary)}; load {load['seconds']:.2f} s at "
           f"{load['peak_extra_mb'] / load['buffer_mb']:.1f}x buffer memory; eval {eval_s:.2f} s")
 

@@ -169,3 +169,16 @@ def test_sigterm_then_resume_writes_the_same_rows_as_an_uninterrupted_run(tiny_d
     for mine, theirs in zip(got, expected):
         mine.pop("time_s"), theirs.pop("time_s")
         assert mine == theirs
+
+
+def test_seeds_run_one_process_each_and_plot_draws_them(tiny_dataset, tmp_path):
+    import plot
+    results = tmp_path / "results"
+    status = runner.main([*FAST, "--total_steps", "6", "--eval_every", "3", "--seeds", "0", "1",
+                          "--workers", "2", "--results_dir", str(results)])
+    assert status == 0
+    runs = sorted(os.listdir(results))
+    assert [r.split("-")[1] for r in runs] == ["seed0", "seed1"]
+    assert plot.main([str(results), "--out", str(tmp_path / "figures")]) == 0
+    for name in ("returns.png", "q_values.png", "diagnostics.png"):
+        assert (tmp_path / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
