@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import gymnasium as gym
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -144,7 +145,7 @@ class Run:
     args: argparse.Namespace
     agent: TD3Agent
     buffer: ReplayBuffer
-    env: object
+    env: gym.Env
     probe: tuple[torch.Tensor, torch.Tensor]  # fixed dataset (obs, actions) for diagnostics
     mc_return: float
     step: int = 0
