@@ -43,14 +43,16 @@ class Parser(argparse.ArgumentParser):
 
 def number(kind: type, low: float, inclusive: bool = True):
     """An argparse type: `kind` (int or float) that must be >= low (or > low)."""
+    noun = "an integer" if kind is int else "a finite number"
+
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got '{text}'") from None
+            raise argparse.ArgumentTypeError(f"expected {noun}, got '{text}'") from None
         if not math.isfinite(value) or value < low or (value == low and not inclusive):
             bound = f">= {low}" if inclusive else f"> {low}"
-            raise argparse.ArgumentTypeError(f"must be a finite {kind.__name__} {bound}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be {noun} {bound}, got {text}")
         return value
     return parse
 

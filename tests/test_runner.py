@@ -107,7 +107,7 @@ def test_bad_flag_from_the_command_line_exits_2_without_traceback(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "runner.py: error: argument --cql_alpha: must be a finite float >= 0, got -3"]
+        "runner.py: error: argument --cql_alpha: must be a finite number >= 0, got -3"]
 
 
 def test_q_past_max_abs_q_stops_the_run_and_keeps_its_csv(tiny_dataset, tmp_path, capsys):
