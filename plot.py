@@ -55,6 +55,9 @@ def build_parser() -> Parser:
     p.add_argument("results_dir", nargs="?", default="results",
                    help="folder runner.py wrote runs into, searched recursively for progress.csv "
                         "(default: results/, runner.py's --results_dir default)")
+    p.add_argument("--behaviour_return", type=float, default=None, metavar="RETURN",
+                   help="draw the dataset's own mean episode return as a dotted reference line in returns.png "
+                        "(the hopper-medium stand-in in ../shared/minari: 1673; default: no line)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="folder for the PNG figures, created if missing (default: results_dir itself)")
     return p
@@ -203,13 +206,18 @@ def new_figure(size: tuple[float, float], title: str, groups: dict[str, list[Run
     return fig
 
 
-def figure_returns(groups: dict[str, list[RunLog]], colours: dict[str, tuple]) -> Figure:
+def figure_returns(groups: dict[str, list[RunLog]], colours: dict[str, tuple],
+                   behaviour_return: float | None = None) -> Figure:
     """eval_return_mean vs step per configuration, +- std across seeds (or across episodes for one seed)."""
+    reference = () if behaviour_return is None else (
+        Line2D([], [], color="grey", linestyle=":", label=f"behaviour policy (dataset mean, {behaviour_return:g})"),)
     fig = new_figure((9, 5), "Evaluation return: mean ± std across seeds (one seed: across its episodes)",
-                     groups, colours)
+                     groups, colours, reference)
     ax = fig.add_subplot()
     for label, runs in groups.items():
         draw_band(ax, *return_curve(runs), colours[label])
+    if behaviour_return is not None:
+        ax.axhline(behaviour_return, color="grey", linestyle=":")
     ax.set(xlabel=STEP_LABEL, ylabel="eval_return_mean (undiscounted episode return)")
     ax.grid(alpha=0.3)
     return fig
@@ -306,15 +314,17 @@ def prepare_out_dir(out: str) -> None:
         raise PlotError(f"--out '{out}' cannot be created: {e.strerror}") from None
 
 
-def write_figures(groups: dict[str, list[RunLog]], out: str) -> list[str]:
+def write_figures(groups: dict[str, list[RunLog]], out: str, behaviour_return: float | None = None) -> list[str]:
     """Write returns.png, q_values.png and diagnostics.png into out; returns their paths."""
     colours = colours_for(list(groups))
+    figures = {"returns.png": figure_returns(groups, colours, behaviour_return),
+               "q_values.png": figure_q_values(groups, colours),
+               "diagnostics.png": figure_diagnostics(groups, colours)}
     paths = []
-    for name, make in (("returns.png", figure_returns), ("q_values.png", figure_q_values),
-                       ("diagnostics.png", figure_diagnostics)):
+    for name, fig in figures.items():
         paths.append(os.path.join(out, name))
         try:
-            make(groups, colours).savefig(paths[-1], dpi=110)
+            fig.savefig(paths[-1], dpi=110)
         except OSError as e:
             raise PlotError(f"cannot write {paths[-1]}: {e.strerror}") from None
     return paths
@@ -327,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         groups = load_runs(args.results_dir)
         out = args.out or args.results_dir
         prepare_out_dir(out)
-        paths = write_figures(groups, out)
+        paths = write_figures(groups, out, args.behaviour_return)
     except PlotError as e:
         print(f"plot.py: error: {e}", file=sys.stderr)
         return 2

@@ -224,3 +224,11 @@ def test_critic_loss_is_always_on_a_symlog_axis(tmp_path):
     panels = plot.figure_diagnostics(groups, plot.colours_for(list(groups))).axes
     assert [ax.get_title() for ax in panels[:3]] == ["policy_q", "bc_distance", "critic_loss (symlog)"]
     assert panels[2].get_yscale() == "symlog"
+
+
+def test_behaviour_return_is_drawn_as_a_labelled_reference_line(results):
+    groups = plot.load_runs(str(results))
+    fig = plot.figure_returns(groups, plot.colours_for(list(groups)), 1673.0)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "behaviour policy (dataset mean, 1673)" in legend
+    assert any(list(line.get_ydata()) == [1673.0, 1673.0] for line in fig.axes[0].get_lines())
