@@ -43,6 +43,7 @@ class TD3Agent:
         self.critic = TwinCritic(obs_dim, act_dim, config.hidden).to(device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        # fused=True: one kernel per Adam step instead of a dozen per parameter (same maths)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.lr, fused=True)
         # One optimizer for both critics: Adam is per-parameter, so this is the same as two.
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.lr, fused=True)
