@@ -367,7 +367,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_processes([run_argv(args, seed=seed, threads=None) for seed in args.seeds], args.workers)
     if args.threads:
         torch.set_num_threads(args.threads)
-    run = setup(args)
+    try:
+        run = setup(args)
+    except KeyboardInterrupt:
+        print("runner.py: interrupted while loading; nothing was trained", file=sys.stderr)
+        return 130
 
     def request_stop(signum, frame):
         run.stop_signal.append(signum)
