@@ -76,7 +76,8 @@ def print_table(table: list[dict]) -> None:
     print(f"{'bc_weight':>9} {'seeds':>5} {'final return':>16} {'BC dist':>8} {'dataset Q':>10} "
           f"{'MC return':>10} {'Q - MC':>9}")
     for r in table:
-        print(f"{r['bc_weight']!s:>9} {r['seeds']:>5} {r['final_return_mean']:>9.0f} ± {r['final_return_std']:<4.0f} "
+        spread = f"± {r['final_return_std']:<4.0f}" if r["seeds"] > 1 else " " * 6  # no spread from one seed
+        print(f"{r['bc_weight']!s:>9} {r['seeds']:>5} {r['final_return_mean']:>9.0f} {spread} "
               f"{r['bc_distance']:>8.3f} {r['dataset_q']:>10.1f} {r['mc_return']:>10.1f} {r['q_overestimation']:>9.1f}")
 
 
