@@ -280,14 +280,19 @@ def resume_args(run_dir: str) -> argparse.Namespace:
     return argparse.Namespace(**flags | {"resume": run_dir})
 
 
+def check_results_dir(path: str) -> None:
+    """--results_dir must be a folder or not exist yet."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise fail(f"--results_dir '{path}' is a file; give a folder path")
+
+
 def check_flags(args: argparse.Namespace) -> None:
     """Checks argparse's types cannot make on their own."""
     if not args.gamma < 1:
         raise fail(f"--gamma must be in [0, 1), got {args.gamma:g}")
     if not args.tau <= 1:
         raise fail(f"--tau must be in (0, 1], got {args.tau:g}")
-    if os.path.exists(args.results_dir) and not os.path.isdir(args.results_dir):
-        raise fail(f"--results_dir '{args.results_dir}' is a file; give a folder path")
+    check_results_dir(args.results_dir)
 
 
 def setup(args: argparse.Namespace) -> Run:

@@ -85,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the sweep, then write and print its table; returns the worst run's exit status."""
     args, passthrough = build_parser().parse_known_args(argv)
     runner.build_parser().parse_args(passthrough)  # a bad runner flag fails here, once, not in every run
-    if os.path.exists(args.results_dir) and not os.path.isdir(args.results_dir):
-        raise runner.fail(f"--results_dir '{args.results_dir}' is a file; give a folder path")
+    runner.check_results_dir(args.results_dir)
     sweep_dir = os.path.join(args.results_dir, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(sweep_dir)
     base = [sys.executable, runner.__file__, "--total_steps", str(args.total_steps),

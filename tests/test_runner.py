@@ -122,7 +122,9 @@ def test_q_past_max_abs_q_stops_the_run_and_keeps_its_csv(tiny_dataset, tmp_path
 
 
 @pytest.mark.filterwarnings("ignore:.*reward is a NaN value")  # the diverged policy is still evaluated once
-def test_non_finite_loss_stops_the_run_keeping_the_last_good_checkpoint(tiny_dataset, tmp_path, capsys):
+def test_non_finite_loss_stops_the_run_keeping_the_last_good_checkpoint(tiny_dataset, tmp_path, capsys,
+                                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes MUJOCO_LOG.TXT into the working folder on NaN controls
     results = tmp_path / "results"
     # Adam with a step size of 1e6 makes the weights, then Q, then the squared TD error overflow
     status = runner.main([*FAST, "--total_steps", "50", "--eval_every", "1", "--lr", "1e6",
