@@ -30,6 +30,44 @@ class TD3Config:
     hidden: tuple[int, ...] = (256, 256)
 
 
+class Adam:
+    """Adam with PyTorch's defaults, as one call of PyTorch's fused Adam kernel.
+
+    For each parameter p with gradient g, at step t (m, v start at 0):
+        m <- b1 * m + (1 - b1) * g        v <- b2 * v + (1 - b2) * g^2
+        p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+    torch.optim.Adam(fused=True) runs the same kernel but spends about 30 us of Python per
+    step gathering its state, ~3 % of an update here; this keeps the state in fixed lists.
+    """
+
+    def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.params = list(params)
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]  # m
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]  # v
+        self.t = torch.zeros((), device=self.params[0].device)  # the kernel reads t from a tensor
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        """One Adam step on every parameter, using p.grad."""
+        self.t += 1
+        torch._fused_adam_(self.params, [p.grad for p in self.params], self.exp_avg, self.exp_avg_sq,
+                           [], [self.t] * len(self.params), amsgrad=False, lr=self.lr,
+                           beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0, eps=self.eps,
+                           maximize=False)
+
+    def state_dict(self) -> dict:
+        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "t": self.t}
+
+    def load_state_dict(self, state: dict) -> None:
+        torch._foreach_copy_(self.exp_avg, state["exp_avg"])
+        torch._foreach_copy_(self.exp_avg_sq, state["exp_avg_sq"])
+        self.t.copy_(state["t"])
+
+
 class TD3Agent:
     """Actor, twin critic, their target copies and optimizers, and the update step."""
 
@@ -43,10 +81,9 @@ class TD3Agent:
         self.critic = TwinCritic(obs_dim, act_dim, config.hidden).to(device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        # fused=True: one kernel per Adam step instead of a dozen per parameter (same maths)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.lr, fused=True)
+        self.actor_opt = Adam(self.actor.parameters(), lr=config.lr)
         # One optimizer for both critics: Adam is per-parameter, so this is the same as two.
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.lr, fused=True)
+        self.critic_opt = Adam(self.critic.parameters(), lr=config.lr)
         self.updates = 0
         self.actor_metrics: dict[str, torch.Tensor] = {}
 
@@ -61,7 +98,7 @@ class TD3Agent:
             noise = (torch.randn_like(actions) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
             next_actions = (self.actor_target(next_obs) + noise * self.actor.action_scale)
             next_actions = next_actions.clamp(self.low, self.high)
-            next_q = self.critic_target(next_obs, next_actions).min(dim=0).values  # (B,)
+            next_q = self.critic_target(next_obs, next_actions).amin(dim=0)  # (B,)
             target_q = rewards + cfg.gamma * not_done * next_q
 
         # Critic: TD loss of each critic, summed over the two, as in TD3.
@@ -74,7 +111,7 @@ class TD3Agent:
             critic_loss = critic_loss + cfg.cql_alpha * cql_penalty
             metrics |= {"cql_penalty": cql_penalty, "cql_logsumexp": cql_logsumexp,
                         "cql_data_q": q.mean(dim=1).sum()}
-        self.critic_opt.zero_grad(set_to_none=True)
+        self.critic_opt.zero_grad()
         critic_loss.backward()
         self.critic_opt.step()
         metrics["critic_loss"] = critic_loss

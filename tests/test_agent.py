@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from td3_agent import TD3Agent, TD3Config
+from td3_agent import Adam, TD3Agent, TD3Config
 from utils import dataset_to_buffer
 
 LOW, HIGH = -np.ones(3, dtype=np.float32), np.ones(3, dtype=np.float32)
@@ -125,6 +125,24 @@ def test_truncated_episode_still_bootstraps():
     for not_done, expected in ((torch.ones(4), rewards + 0.9 * next_q), (torch.zeros(4), rewards)):
         metrics = make_agent(gamma=0.9, policy_noise=0.0).update(obs, actions, rewards, next_obs, not_done)
         assert metrics["target_q"].item() == pytest.approx(expected.mean().item(), rel=1e-5)
+
+
+def test_adam_takes_the_same_steps_as_torch_optim_adam():
+    torch.manual_seed(0)
+    mine = [torch.randn(5, 4, requires_grad=True), torch.randn(4, requires_grad=True)]
+    theirs = [p.detach().clone().requires_grad_() for p in mine]
+    start = [p.detach().clone() for p in mine]
+    mine_opt, their_opt = Adam(mine, lr=1e-2), torch.optim.Adam(theirs, lr=1e-2)
+    for step in range(20):  # bias correction matters most in the first steps; later ones check m, v
+        grads = [torch.randn_like(p) * (step + 1) for p in mine]
+        for params, opt in ((mine, mine_opt), (theirs, their_opt)):
+            opt.zero_grad()
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt.step()
+    for p, q in zip(mine, theirs):
+        torch.testing.assert_close(p, q)
+    assert all((p != p0).all() for p, p0 in zip(mine, start))  # every entry moved
 
 
 def test_bc_weight_zero_is_plain_td3_actor_step():
