@@ -51,12 +51,12 @@ class TwinCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Q1 and Q2 of a batch of pairs: (B, obs_dim), (B, act_dim) -> (2, B)."""
+        *hidden, (w_out, b_out) = zip(self.weights, self.biases)  # w_out (2, hidden, 1), b_out (2, 1, 1)
         x = torch.cat([obs, actions], dim=-1).expand(2, -1, -1)  # (2, B, obs_dim + act_dim)
-        for weight, bias in zip(self.weights[:-1], self.biases[:-1]):
+        for weight, bias in hidden:
             x = torch.relu_(torch.baddbmm(bias, x, weight))  # bias + x @ weight, per head: (2, B, hidden)
-        # The output layer has one unit, so x @ w is each row's dot product with w. Written
-        # that way because torch's CPU bmm is about 10x slower when its result has one column.
-        w_out, b_out = self.weights[-1], self.biases[-1]  # (2, hidden, 1), (2, 1, 1)
+        # The output layer has one unit, so x @ w_out is each row's dot product with w_out.
+        # Written that way because torch's CPU bmm is about 10x slower with one output column.
         return (x * w_out.transpose(1, 2)).sum(dim=-1) + b_out.squeeze(-1)  # (2, B)
 
     def q1(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -84,6 +84,9 @@ class TD3Agent:
         self.actor_opt = Adam(self.actor.parameters(), lr=config.lr)
         # One optimizer for both critics: Adam is per-parameter, so this is the same as two.
         self.critic_opt = Adam(self.critic.parameters(), lr=config.lr)
+        # (target, online) parameter lists, collected once: .parameters() walks the modules
+        self.target_pairs = [(list(target.parameters()), list(online.parameters())) for target, online
+                             in ((self.actor_target, self.actor), (self.critic_target, self.critic))]
         self.updates = 0
         self.actor_metrics: dict[str, torch.Tensor] = {}
 
@@ -146,8 +149,8 @@ class TD3Agent:
         bc_weight = self.bc_weight(q_pi)
         actor_loss = ddpg_loss + bc_weight * bc_loss
         # Gradients for the actor only: the critic's own weights are not trained here.
-        grads = torch.autograd.grad(actor_loss, list(self.actor.parameters()))
-        for param, grad in zip(self.actor.parameters(), grads):
+        grads = torch.autograd.grad(actor_loss, self.actor_opt.params)
+        for param, grad in zip(self.actor_opt.params, grads):
             param.grad = grad
         self.actor_opt.step()
         return {"ddpg_loss": ddpg_loss, "bc_loss": bc_loss, "actor_loss": actor_loss,
@@ -167,8 +170,8 @@ class TD3Agent:
     @torch.no_grad()
     def update_targets(self) -> None:
         """Polyak averaging: target <- target + tau * (online - target)."""
-        for online, target in ((self.actor, self.actor_target), (self.critic, self.critic_target)):
-            torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), self.cfg.tau)
+        for target, online in self.target_pairs:
+            torch._foreach_lerp_(target, online, self.cfg.tau)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
