@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -315,7 +316,13 @@ def setup(args: argparse.Namespace) -> Run:
     run_dir = args.resume or make_run_dir(args)
     run = Run(run_dir, args, agent, buffer, env, (obs, actions), mc_return)
     if args.resume:
-        load_checkpoint(run)
+        try:
+            load_checkpoint(run)
+        except (OSError, EOFError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as err:
+            reason = (str(err).splitlines() or [""])[0][:200]
+            raise fail(f"--resume: {os.path.join(run_dir, 'checkpoint.pt')} cannot be restored "
+                       f"({type(err).__name__}: {reason}); it is damaged or was written by another version "
+                       f"of this code. Its progress.csv is untouched; start a new run.")
     else:
         with open(os.path.join(run_dir, "config.json"), "w") as f:
             flags = {k: v for k, v in vars(args).items() if k != "resume"}

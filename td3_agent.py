@@ -5,6 +5,7 @@ target (no grad) -> critic TD loss -> CQL term -> critic step ->
 (every `policy_delay` updates) actor: DDPG term, BC term -> actor step -> target networks.
 """
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +41,7 @@ class Adam:
     step gathering its state, ~3 % of an update here; this keeps the state in fixed lists.
     """
 
-    def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, params: Iterable[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         self.params = list(params)
         self.lr, self.betas, self.eps = lr, betas, eps
         self.exp_avg = [torch.zeros_like(p) for p in self.params]  # m
@@ -48,6 +49,7 @@ class Adam:
         self.t = torch.zeros((), device=self.params[0].device)  # the kernel reads t from a tensor
 
     def zero_grad(self) -> None:
+        """Drop the gradients (the next backward writes fresh ones)."""
         for p in self.params:
             p.grad = None
 
@@ -60,9 +62,11 @@ class Adam:
                            maximize=False)
 
     def state_dict(self) -> dict:
+        """m, v and t, for checkpoints."""
         return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "t": self.t}
 
     def load_state_dict(self, state: dict) -> None:
+        """Inverse of state_dict()."""
         torch._foreach_copy_(self.exp_avg, state["exp_avg"])
         torch._foreach_copy_(self.exp_avg_sq, state["exp_avg_sq"])
         self.t.copy_(state["t"])

@@ -102,6 +102,30 @@ def test_results_dir_that_is_a_file_is_refused_and_kept(tiny_dataset, tmp_path, 
     assert a_file.read_text() == "precious"
 
 
+@pytest.mark.parametrize("damage", ["garbage", "old_format"])
+def test_resume_from_a_checkpoint_it_cannot_restore_is_a_one_line_error_keeping_the_csv(
+        tiny_dataset, tmp_path, capsys, damage):
+    results = tmp_path / "results"
+    assert runner.main([*FAST, "--total_steps", "20", "--eval_every", "10", "--results_dir", str(results)]) == 0
+    run_dir = only_run(results)
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    if damage == "garbage":
+        with open(checkpoint, "wb") as f:
+            f.write(b"not a checkpoint")
+    else:  # as written before the agent had its own Adam: torch.optim state, no "t"
+        state = torch.load(checkpoint, weights_only=False)
+        state["agent"]["critic_opt"] = {"state": {}, "param_groups": []}
+        torch.save(state, checkpoint)
+    csv_before = open(os.path.join(run_dir, "progress.csv")).read()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        runner.main(["--resume", run_dir])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--resume" in err and "checkpoint.pt cannot be restored" in err
+    assert open(os.path.join(run_dir, "progress.csv")).read() == csv_before
+
+
 def test_bad_flag_from_the_command_line_exits_2_without_traceback(tmp_path):
     done = subprocess.run([sys.executable, "runner.py", "--cql_alpha", "-3"], cwd=ROOT,
                           capture_output=True, text=True)
