@@ -61,9 +61,8 @@ class TwinCritic(nn.Module):
 
     def q1(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Q1 alone (used by the actor loss): (B, obs_dim), (B, act_dim) -> (B,)."""
+        *hidden, (w_out, b_out) = zip(self.weights, self.biases)
         x = torch.cat([obs, actions], dim=-1)
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            x = torch.addmm(bias[0], x, weight[0])  # plain matmuls are fast for one head
-            if i < len(self.weights) - 1:
-                x = torch.relu(x)
-        return x.squeeze(-1)
+        for weight, bias in hidden:
+            x = torch.relu(torch.addmm(bias[0], x, weight[0]))  # head 0 only: plain matmuls
+        return torch.addmm(b_out[0], x, w_out[0]).squeeze(-1)  # one head: mm is fast even with one column

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -116,14 +117,15 @@ def test_resume_from_a_checkpoint_it_cannot_restore_is_a_one_line_error_keeping_
         state = torch.load(checkpoint, weights_only=False)
         state["agent"]["critic_opt"] = {"state": {}, "param_groups": []}
         torch.save(state, checkpoint)
-    csv_before = open(os.path.join(run_dir, "progress.csv")).read()
+    csv_path = Path(run_dir, "progress.csv")
+    csv_before = csv_path.read_text()
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         runner.main(["--resume", run_dir])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--resume" in err and "checkpoint.pt cannot be restored" in err
-    assert open(os.path.join(run_dir, "progress.csv")).read() == csv_before
+    assert csv_path.read_text() == csv_before
 
 
 def test_bad_flag_from_the_command_line_exits_2_without_traceback(tmp_path):
