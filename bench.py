@@ -2,11 +2,14 @@
 
     MINARI_DATASETS_PATH=../shared/minari python bench.py
 
-The roofline of an update is the time of the plain torch.matmul calls that the update's
-layers imply (forward, and the backward products that autograd needs), on the same shapes,
-measured here in the same run. "fraction of the roofline" = roofline time / real update time.
+The roofline of an update is the time of the plain matmul calls that the update's layers
+imply (forward, and the backward products that autograd needs), on the same shapes, measured
+here in the same run. Each shape is run on the faster of torch's two CPU matmul kernels,
+torch.matmul (MKL) and oneDNN (the one networks.MLP uses). "fraction of the roofline" =
+roofline time / real update time. The torch.matmul-only roofline is printed beside it.
 """
 import argparse
+from collections.abc import Callable
 import copy
 import gc
 import statistics
@@ -15,8 +18,9 @@ import time
 
 import numpy as np
 import torch
+from torch import nn
 
-from networks import Actor, mlp
+from networks import ONEDNN, onednn_linear
 from td3_agent import TD3Agent, TD3Config
 from utils import ReplayBuffer, dataset_to_buffer, evaluate, load_dataset, transition_rows
 
@@ -61,13 +65,38 @@ def flops(shapes: list[tuple[int, int, int]]) -> int:
     return sum(2 * m * k * n for m, k, n in shapes)
 
 
-def time_matmuls(operands: list[tuple[torch.Tensor, torch.Tensor]], repeats: int) -> float:
-    """Seconds per pass of plain torch.matmul over the given operand pairs."""
+def matmul_kernels(m: int, k: int, n: int) -> dict[str, Callable[[], torch.Tensor]]:
+    """Each plain CPU matmul kernel of torch, as a call computing one (M, K) @ (K, N) product."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    kernels = {"torch.matmul": lambda: torch.matmul(a, b)}
+    if ONEDNN:
+        b_t = b.t().contiguous()  # oneDNN's linear takes the (N, K) weight, as nn.Linear stores it
+        kernels["oneDNN"] = lambda: onednn_linear(a, b_t)
+    return kernels
+
+
+def seconds_per_call(call: Callable[[], object], repeats: int) -> float:
+    """Mean seconds of `call()`, after a few warm-up calls."""
+    for _ in range(3):
+        call()
     start = time.perf_counter()
     for _ in range(repeats):
-        for a, b in operands:
-            torch.matmul(a, b)
+        call()
     return (time.perf_counter() - start) / repeats
+
+
+def roofline_calls(shapes: list[tuple[int, int, int]]) -> dict[str, list]:
+    """The matmuls of `shapes` as calls: all on torch.matmul, and each on its shape's faster kernel."""
+    kernels = {shape: matmul_kernels(*shape) for shape in set(shapes)}
+    fastest = {shape: min(calls.values(), key=lambda call: seconds_per_call(call, 20))
+               for shape, calls in kernels.items()}
+    return {"fastest": [fastest[shape] for shape in shapes],
+            "torch.matmul": [kernels[shape]["torch.matmul"] for shape in shapes]}
+
+
+def time_calls(calls: list[Callable[[], torch.Tensor]], repeats: int) -> float:
+    """Seconds per pass over the calls."""
+    return seconds_per_call(lambda: [call() for call in calls], repeats)
 
 
 def time_updates(agent: TD3Agent, buffer: ReplayBuffer, batch: int, steps: int) -> float:
@@ -86,20 +115,23 @@ def bench_update(agent: TD3Agent, buffer: ReplayBuffer, batch: int, rounds: int 
     a slow spell of the machine hits both sides of the ratio alike. One warm-up round is dropped.
     """
     every, actor_step = update_matmuls(agent.cfg, batch, buffer.obs_dim, buffer.act_dim)
-    operands = [[(torch.randn(m, k), torch.randn(k, n)) for m, k, n in shapes] for shapes in (every, actor_step)]
+    calls = [roofline_calls(every), roofline_calls(actor_step)]
     gflop = (flops(every) + flops(actor_step) / agent.cfg.policy_delay) / 1e9
     steps = max(20, int(40 / gflop))  # about 0.2 s of updates per window
-    update_s, roofline_s = [], []
+    update_s, roofline_s = [], {"fastest": [], "torch.matmul": []}
     for round_ in range(rounds + 1):
         update = time_updates(agent, buffer, batch, steps)
-        roof = (time_matmuls(operands[0], steps // 2)
-                + time_matmuls(operands[1], steps // 2) / agent.cfg.policy_delay)
+        roofs = {kind: time_calls(calls[0][kind], steps // 2)
+                 + time_calls(calls[1][kind], steps // 2) / agent.cfg.policy_delay for kind in roofline_s}
         if round_ > 0:
             update_s.append(update)
-            roofline_s.append(roof)
-    fractions = [roof / update for roof, update in zip(roofline_s, update_s)]
-    return {"rate": 1 / statistics.median(update_s), "roofline": 1 / statistics.median(roofline_s),
-            "fraction": statistics.median(fractions), "gflop": gflop}
+            for kind, roof in roofs.items():
+                roofline_s[kind].append(roof)
+    fraction = {kind: statistics.median(roof / update for roof, update in zip(roofs, update_s))
+                for kind, roofs in roofline_s.items()}
+    return {"rate": 1 / statistics.median(update_s), "roofline": 1 / statistics.median(roofline_s["fastest"]),
+            "fraction": fraction["fastest"], "roofline_torch_matmul": 1 / statistics.median(roofline_s["torch.matmul"]),
+            "fraction_torch_matmul": fraction["torch.matmul"], "gflop": gflop}
 
 
 def anonymous_bytes() -> int:
@@ -150,14 +182,22 @@ def bench_loading(dataset_id: str, loads: int = 3) -> tuple[ReplayBuffer, object
         "peak_extra_mb": statistics.median(peaks), "loads": loads}
 
 
-class PlainTD3BC:
-    """Reference for --compare: TD3+BC written the plain way (two separate critic MLPs, two
-    critic optimizers, default Adam, full backward through the critic in the actor step)."""
+def plain_mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
+    """nn.Linear-ReLU layers ending in a linear layer, differentiated by autograd."""
+    sizes = [in_dim, *hidden]
+    layers = [module for fan_in, fan_out in zip(sizes[:-1], sizes[1:]) for module in (nn.Linear(fan_in, fan_out), nn.ReLU())]
+    return nn.Sequential(*layers, nn.Linear(sizes[-1], out_dim))
 
-    def __init__(self, obs_dim: int, act_dim: int, low: np.ndarray, high: np.ndarray):
+
+class PlainTD3BC:
+    """Reference for --compare: TD3+BC written the plain way (nn.Linear layers and autograd,
+    two separate critic MLPs, two critic optimizers, default Adam, full backward through the
+    critic in the actor step). Its actor is tanh(MLP), for action bounds [-1, 1] as Hopper's."""
+
+    def __init__(self, obs_dim: int, act_dim: int):
         cfg = self.cfg = TD3Config(bc_weight=10.0)
-        self.actor = Actor(obs_dim, act_dim, torch.as_tensor(low), torch.as_tensor(high))
-        self.critics = [mlp(obs_dim + act_dim, cfg.hidden, 1) for _ in range(2)]
+        self.actor = nn.Sequential(plain_mlp(obs_dim, cfg.hidden, act_dim), nn.Tanh())
+        self.critics = [plain_mlp(obs_dim + act_dim, cfg.hidden, 1) for _ in range(2)]
         self.actor_target = copy.deepcopy(self.actor)
         self.critic_targets = copy.deepcopy(self.critics)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
@@ -220,8 +260,7 @@ def evaluation_seconds(policy, env, episodes: int, side_by_side: bool) -> tuple[
 
 def compare(buffer: ReplayBuffer, env, dataset_id: str, policy, batch: int) -> None:
     """The plain versions of what bench.py measures, in this same run, for before/after figures."""
-    low, high = env.action_space.low, env.action_space.high
-    plain = bench_update(PlainTD3BC(buffer.obs_dim, buffer.act_dim, low, high), buffer, batch)
+    plain = bench_update(PlainTD3BC(buffer.obs_dim, buffer.act_dim), buffer, batch)
     print(f"compare: plain TD3+BC {plain['rate']:.0f} updates/s -> {plain['fraction']:.0%} of the roofline")
     print(f"compare: plain loop over iterate_episodes(): {plain_loading(load_dataset(dataset_id)):.2f} s")
     for side_by_side in (False, True):
@@ -258,7 +297,9 @@ def main() -> None:
         summary.append(f"{name} {result['rate']:.0f}/s ({result['fraction']:.0%})")
         print(f"{name}: {result['rate']:.0f} updates/s; matmul roofline {result['roofline']:.0f} updates/s "
               f"({result['gflop']:.3f} GFLOP/update, {result['gflop'] * result['roofline']:.0f} GFLOP/s "
-              f"in plain matmuls) -> {result['fraction']:.0%} of the roofline")
+              f"in plain matmuls, each shape on its faster kernel) -> {result['fraction']:.0%} of the roofline; "
+              f"torch.matmul alone: {result['roofline_torch_matmul']:.0f} updates/s -> "
+              f"{result['fraction_torch_matmul']:.0%}")
     if args.actor:
         agent.actor.load_state_dict(torch.load(args.actor, map_location="cpu"))
     eval_s, steps = evaluation_seconds(agent.act, env, 10, side_by_side=True)

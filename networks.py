@@ -1,18 +1,75 @@
-"""Actor and twin-critic MLPs. No training logic lives here."""
-import math
+"""Actor and twin-critic MLPs. No training logic lives here.
 
+Why the MLP has its own backward: on CPU, torch's float32 matmul calls MKL, and on the AMD
+CPUs here MKL runs at about half the speed of oneDNN, the other matrix library inside torch
+(measured by bench.py's roofline). oneDNN's matmul is only reachable through an op that
+autograd cannot differentiate, so on CPU `MLP` runs forward and backward itself in
+`MLPFunction`. It computes exactly what nn.Linear + ReLU layers would: a test checks its
+gradients against plain autograd. Elsewhere (GPU) the MLP is plain nn.Linear + ReLU layers.
+"""
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
-    """Linear-ReLU stack ending in a plain linear layer."""
-    layers: list[nn.Module] = []
-    for width in hidden:
-        layers += [nn.Linear(in_dim, width), nn.ReLU()]
-        in_dim = width
-    layers.append(nn.Linear(in_dim, out_dim))
-    return nn.Sequential(*layers)
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                  relu: bool = False) -> torch.Tensor:
+    """x @ weight^T (+ bias), then ReLU if asked, as one oneDNN call."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu" if relu else "none", [], "")
+
+
+class MLPFunction(torch.autograd.Function):
+    """Forward and backward of an MLP with ReLU hidden layers and a linear output layer.
+
+    Forward, with h_0 = x and hidden layers l = 1 .. L-1:
+        h_l = relu(h_{l-1} W_l^T + b_l),   y = h_{L-1} W_L^T + b_L
+    Backward (backpropagation), starting from g = dLoss/dy:
+        dW_L = g^T h_{L-1},   db_L = sum over rows of g,   g <- g W_L
+        for l = L-1 .. 1:   g <- g * [h_l > 0],   dW_l = g^T h_{l-1},   db_l = sum over rows of g,   g <- g W_l
+    The hidden layers' matmuls run on oneDNN. The output layer's run on torch.mm: with one
+    or three output units (Q, or the action) those products are thin, and MKL is faster there.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        weights, biases = params[0::2], params[1::2]
+        h = [x.contiguous()]  # h_0 .. h_{L-1}
+        for weight, bias in zip(weights[:-1], biases[:-1]):
+            h.append(onednn_linear(h[-1], weight, bias, relu=True))
+        ctx.save_for_backward(*h, *weights)
+        return torch.addmm(biases[-1], h[-1], weights[-1].t())
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        saved = ctx.saved_tensors
+        h, weights = saved[:len(saved) // 2], saved[len(saved) // 2:]
+        g = g.contiguous()
+        grads = [torch.mm(g.t(), h[-1]), g.sum(0)]  # dW_L, db_L
+        g = torch.mm(g, weights[-1])
+        for l in range(len(weights) - 1, 0, -1):  # hidden layer l has input h[l-1], output h[l]
+            g = torch.ops.aten.threshold_backward(g, h[l], 0)  # g * [h_l > 0]
+            grads[:0] = [onednn_linear(g.t(), h[l - 1].t()), g.sum(0)]  # dW_l = g^T h_{l-1}, db_l
+            g = onednn_linear(g, weights[l - 1].t()) if l > 1 or ctx.needs_input_grad[0] else None
+        return g, *grads
+
+
+class MLP(nn.Module):
+    """Linear-ReLU stack ending in a plain linear layer (nn.Linear layers, nn.Linear's init)."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], out_dim: int):
+        super().__init__()
+        sizes = [in_dim, *hidden, out_dim]
+        self.layers = nn.ModuleList(nn.Linear(fan_in, fan_out) for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if ONEDNN and x.is_cpu and x.dtype == torch.float32 and x.dim() == 2:
+            return MLPFunction.apply(x, *[p for layer in self.layers for p in (layer.weight, layer.bias)])
+        *hidden, output = self.layers
+        for layer in hidden:
+            x = torch.relu(layer(x))
+        return output(x)
 
 
 class Actor(nn.Module):
@@ -21,7 +78,7 @@ class Actor(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, action_low: torch.Tensor,
                  action_high: torch.Tensor, hidden: tuple[int, ...] = (256, 256)):
         super().__init__()
-        self.net = mlp(obs_dim, hidden, act_dim)
+        self.net = MLP(obs_dim, hidden, act_dim)
         self.register_buffer("action_scale", (action_high - action_low) / 2)
         self.register_buffer("action_mid", (action_high + action_low) / 2)
 
@@ -30,39 +87,18 @@ class Actor(nn.Module):
 
 
 class TwinCritic(nn.Module):
-    """Both TD3 critics Q1, Q2 in one module.
-
-    The two MLPs have the same shape, so their weights are stacked along a leading axis of
-    size 2 and each hidden layer is one batched matmul (torch.baddbmm) instead of two small
-    ones. Mathematically this is exactly two independent networks: head i only ever touches
-    weights[i] and biases[i].
-    """
+    """Both TD3 critics Q1, Q2: two independent MLPs of (s, a)."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256)):
         super().__init__()
-        sizes = [obs_dim + act_dim, *hidden, 1]
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-            # Same initialisation as nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-            bound = 1 / math.sqrt(fan_in)
-            self.weights.append(nn.Parameter(torch.empty(2, fan_in, fan_out).uniform_(-bound, bound)))
-            self.biases.append(nn.Parameter(torch.empty(2, 1, fan_out).uniform_(-bound, bound)))
+        self.q1_net = MLP(obs_dim + act_dim, hidden, 1)
+        self.q2_net = MLP(obs_dim + act_dim, hidden, 1)
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Q1 and Q2 of a batch of pairs: (B, obs_dim), (B, act_dim) -> (2, B)."""
-        *hidden, (w_out, b_out) = zip(self.weights, self.biases)  # w_out (2, hidden, 1), b_out (2, 1, 1)
-        x = torch.cat([obs, actions], dim=-1).expand(2, -1, -1)  # (2, B, obs_dim + act_dim)
-        for weight, bias in hidden:
-            x = torch.relu_(torch.baddbmm(bias, x, weight))  # bias + x @ weight, per head: (2, B, hidden)
-        # The output layer has one unit, so x @ w_out is each row's dot product with w_out.
-        # Written that way because torch's CPU bmm is about 10x slower with one output column.
-        return (x * w_out.transpose(1, 2)).sum(dim=-1) + b_out.squeeze(-1)  # (2, B)
+        x = torch.cat([obs, actions], dim=-1)
+        return torch.stack([self.q1_net(x).squeeze(-1), self.q2_net(x).squeeze(-1)])
 
     def q1(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Q1 alone (used by the actor loss): (B, obs_dim), (B, act_dim) -> (B,)."""
-        *hidden, (w_out, b_out) = zip(self.weights, self.biases)
-        x = torch.cat([obs, actions], dim=-1)
-        for weight, bias in hidden:
-            x = torch.relu(torch.addmm(bias[0], x, weight[0]))  # head 0 only: plain matmuls
-        return torch.addmm(b_out[0], x, w_out[0]).squeeze(-1)  # one head: mm is fast even with one column
+        return self.q1_net(torch.cat([obs, actions], dim=-1)).squeeze(-1)

@@ -20,10 +20,10 @@ def make_agent(**overrides) -> TD3Agent:
 def make_q_flat(agent: TD3Agent, value: float) -> None:
     """Make both critics output `value` everywhere: zero weights, last bias = value."""
     with torch.no_grad():
-        for weight, bias in zip(agent.critic.weights, agent.critic.biases):
-            weight.zero_()
-            bias.zero_()
-        agent.critic.biases[-1].fill_(value)
+        for param in agent.critic.parameters():
+            param.zero_()
+        for net in (agent.critic.q1_net, agent.critic.q2_net):
+            net.layers[-1].bias.fill_(value)
 
 
 def batch(n: int = 64, seed: int = 1) -> tuple[torch.Tensor, ...]:
@@ -47,7 +47,8 @@ def test_twin_critic_heads_are_independent_networks():
     torch.testing.assert_close(q[0], agent.critic.q1(obs, actions))
     assert not torch.allclose(q[0], q[1])  # different initial weights
     q[1].sum().backward()  # head 2's loss reaches only head 2's weights
-    assert all(w.grad[0].abs().sum() == 0 and w.grad[1].abs().sum() > 0 for w in agent.critic.weights)
+    assert all(p.grad is None or not p.grad.any() for p in agent.critic.q1_net.parameters())
+    assert all(p.grad.abs().sum() > 0 for p in agent.critic.q2_net.parameters())
 
 
 @pytest.mark.parametrize("temp", [0.5, 1.0, 3.0])
@@ -65,10 +66,11 @@ def make_q_sum_of_actions(agent: TD3Agent) -> None:
     """Q_i(s, a) = relu(sum(a)) + i for states with obs[0] = 0: the action inputs pass straight through."""
     make_q_flat(agent, 0.0)
     with torch.no_grad():
-        agent.critic.weights[0][:, 11:, 0] = 1.0
-        agent.critic.weights[1][:, 0, 0] = 1.0
-        agent.critic.weights[2][:, 0, 0] = 1.0
-        agent.critic.biases[-1][1] = 1.0
+        for net in (agent.critic.q1_net, agent.critic.q2_net):
+            net.layers[0].weight[0, 11:] = 1.0  # hidden unit 0 of layer 1 = relu(sum(a)) ...
+            net.layers[1].weight[0, 0] = 1.0  # ... carried by unit 0 of layer 2 ...
+            net.layers[2].weight[0, 0] = 1.0  # ... to the output
+        agent.critic.q2_net.layers[2].bias.fill_(1.0)
 
 
 def test_cql_penalty_matches_its_formula_on_a_known_q_table():
@@ -168,7 +170,7 @@ def test_bc_term_changes_the_actor_step_and_pulls_mu_towards_the_data():
     plain, cloned = make_agent(bc_weight=0.0), make_agent(bc_weight=100.0)
     plain.update_actor(obs, actions)
     first = cloned.update_actor(obs, actions)["bc_loss"].item()
-    assert not torch.equal(plain.actor.net[0].weight, cloned.actor.net[0].weight)
+    assert not torch.equal(plain.actor.net.layers[0].weight, cloned.actor.net.layers[0].weight)
     for _ in range(300):
         last = cloned.update_actor(obs, actions)["bc_loss"].item()
     assert last < 0.6 * first
@@ -191,9 +193,10 @@ def test_actor_and_targets_move_only_every_policy_delay_updates():
     assert all(torch.equal(actor_before[k], v) for k, v in agent.actor.state_dict().items())
     assert all(torch.equal(target_before[k], v) for k, v in agent.critic_target.state_dict().items())
     agent.update(*data)
-    assert not torch.equal(actor_before["net.0.weight"], agent.actor.state_dict()["net.0.weight"])
+    assert not torch.equal(actor_before["net.layers.0.weight"], agent.actor.state_dict()["net.layers.0.weight"])
     # Polyak: target moved by tau of the gap to the online critic
-    online, before, after = agent.critic.weights[0], target_before["weights.0"], agent.critic_target.weights[0]
+    online, before = agent.critic.q2_net.layers[0].weight, target_before["q2_net.layers.0.weight"]
+    after = agent.critic_target.q2_net.layers[0].weight
     torch.testing.assert_close(after, before + agent.cfg.tau * (online - before))
 
 
