@@ -12,6 +12,7 @@ import argparse
 from collections.abc import Callable
 import copy
 import gc
+import pickle
 import statistics
 import threading
 import time
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from networks import ONEDNN, onednn_linear
+from networks import ONEDNN, Actor, onednn_linear
 from td3_agent import TD3Agent, TD3Config
 from utils import ReplayBuffer, dataset_to_buffer, evaluate, load_dataset, transition_rows
 
@@ -261,7 +262,8 @@ def evaluation_seconds(policy, env, episodes: int, side_by_side: bool) -> tuple[
 def compare(buffer: ReplayBuffer, env, dataset_id: str, policy, batch: int) -> None:
     """The plain versions of what bench.py measures, in this same run, for before/after figures."""
     plain = bench_update(PlainTD3BC(buffer.obs_dim, buffer.act_dim), buffer, batch)
-    print(f"compare: plain TD3+BC {plain['rate']:.0f} updates/s -> {plain['fraction']:.0%} of the roofline")
+    print(f"compare: plain TD3+BC {plain['rate']:.0f} updates/s -> {plain['fraction']:.0%} of the roofline "
+          f"({plain['fraction_torch_matmul']:.0%} of torch.matmul's)")
     print(f"compare: plain loop over iterate_episodes(): {plain_loading(load_dataset(dataset_id)):.2f} s")
     for side_by_side in (False, True):
         seconds, steps = evaluation_seconds(policy, env, 10, side_by_side)
@@ -287,6 +289,14 @@ def main() -> None:
           f"{load['first_seconds']:.2f} s for the first load (page cache as found); buffer {load['buffer_mb']:.0f} MB, "
           f"peak extra memory {load['peak_extra_mb']:.0f} MB ({load['peak_extra_mb'] / load['buffer_mb']:.2f}x the "
           f"buffer, median of {load['loads']} loads)")
+    if args.actor:  # checked before the long part, so a wrong file fails fast
+        try:
+            trained_actor = torch.load(args.actor, map_location="cpu")
+            Actor(buffer.obs_dim, buffer.act_dim, torch.zeros(buffer.act_dim), torch.ones(buffer.act_dim)
+                  ).load_state_dict(trained_actor)
+        except (OSError, RuntimeError, KeyError, pickle.UnpicklingError) as error:
+            parser.error(f"--actor {args.actor!r} cannot be loaded ({type(error).__name__}); give the actor.pt "
+                         "of a run made with this version of networks.py")
     print(f"device: cpu, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}")
     summary = []
     for name, overrides in METHODS.items():
@@ -294,14 +304,14 @@ def main() -> None:
         agent = TD3Agent(buffer.obs_dim, buffer.act_dim, env.action_space.low, env.action_space.high,
                          cfg, torch.device("cpu"))
         result = bench_update(agent, buffer, args.batch_size)
-        summary.append(f"{name} {result['rate']:.0f}/s ({result['fraction']:.0%})")
+        summary.append(f"{name} {result['rate']:.0f}/s ({result['fraction']:.0%}; torch.matmul's {result['fraction_torch_matmul']:.0%})")
         print(f"{name}: {result['rate']:.0f} updates/s; matmul roofline {result['roofline']:.0f} updates/s "
               f"({result['gflop']:.3f} GFLOP/update, {result['gflop'] * result['roofline']:.0f} GFLOP/s "
               f"in plain matmuls, each shape on its faster kernel) -> {result['fraction']:.0%} of the roofline; "
               f"torch.matmul alone: {result['roofline_torch_matmul']:.0f} updates/s -> "
               f"{result['fraction_torch_matmul']:.0%}")
     if args.actor:
-        agent.actor.load_state_dict(torch.load(args.actor, map_location="cpu"))
+        agent.actor.load_state_dict(trained_actor)
     eval_s, steps = evaluation_seconds(agent.act, env, 10, side_by_side=True)
     print(f"evaluation: 10 episodes ({args.actor or 'benchmark CQL actor'}), {steps} env steps in {eval_s:.2f} s")
     if args.compare:

@@ -1,7 +1,10 @@
-"""bench.py's roofline rests on its FLOP count; check it against a count done by hand."""
+"""bench.py's roofline rests on its FLOP count (checked against a count by hand) and on its
+matmul calls computing the products they stand for."""
 import pytest
+import torch
 
-from bench import flops, update_matmuls
+import networks
+from bench import flops, matmul_kernels, roofline_calls, update_matmuls
 from td3_agent import TD3Config
 
 B = 256
@@ -28,3 +31,16 @@ def test_update_flops_match_a_hand_count(cql_alpha, rows):
     assert flops(delayed) == actor_step
     if cql_alpha == 0:
         assert flops(every) + flops(delayed) / 2 == 403_767_296  # the 0.404 GFLOP bench.py prints
+
+
+def test_roofline_calls_compute_the_products_they_stand_for():
+    shapes = [(32, 14, 16), (32, 16, 16), (16, 32, 1), (32, 16, 16)]
+    for (m, k, n), kernels in ((shape, matmul_kernels(*shape)) for shape in shapes):
+        assert set(kernels) == ({"torch.matmul", "oneDNN"} if networks.ONEDNN else {"torch.matmul"})
+        products = [call() for call in kernels.values()]
+        for product in products:
+            assert product.shape == (m, n)
+            torch.testing.assert_close(product, products[0])
+    calls = roofline_calls(shapes)
+    for kind in ("fastest", "torch.matmul"):
+        assert [tuple(call().shape) for call in calls[kind]] == [(m, n) for m, _, n in shapes]
