@@ -9,7 +9,6 @@ gradients against plain autograd. Elsewhere (GPU) the MLP is plain nn.Linear + R
 """
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
@@ -23,19 +22,20 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 class MLPFunction(torch.autograd.Function):
     """Forward and backward of an MLP with ReLU hidden layers and a linear output layer.
 
-    Forward, with h_0 = x and hidden layers l = 1 .. L-1:
-        h_l = relu(h_{l-1} W_l^T + b_l),   y = h_{L-1} W_L^T + b_L
-    Backward (backpropagation), starting from g = dLoss/dy:
-        dW_L = g^T h_{L-1},   db_L = sum over rows of g,   g <- g W_L
-        for l = L-1 .. 1:   g <- g * [h_l > 0],   dW_l = g^T h_{l-1},   db_l = sum over rows of g,   g <- g W_l
-    The hidden layers' matmuls run on oneDNN. The output layer's run on torch.mm: with one
-    or three output units (Q, or the action) those products are thin, and MKL is faster there.
+    Layers i = 0 .. L-1 with weights W_i (out, in) and biases b_i; h_0 = x.
+    Forward:    h_{i+1} = relu(h_i W_i^T + b_i) for the hidden layers,   y = h_{L-1} W_{L-1}^T + b_{L-1}
+    Backward, from g = dLoss/dy (backpropagation):
+        output layer:   dW_{L-1} = g^T h_{L-1},   db_{L-1} = sum over rows of g,   g <- g W_{L-1}
+        hidden layers, i = L-2 .. 0:
+            g <- g * [h_{i+1} > 0],   dW_i = g^T h_i,   db_i = sum over rows of g,   g <- g W_i
+    The last g is dLoss/dx. The hidden layers' matmuls run on oneDNN; the output layer's on
+    torch.mm: with one or three output units (Q, or the action) MKL is the faster one there.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         weights, biases = params[0::2], params[1::2]
-        h = [x.contiguous()]  # h_0 .. h_{L-1}
+        h = [x.contiguous()]  # h_0 .. h_{L-1}: the input of each layer
         for weight, bias in zip(weights[:-1], biases[:-1]):
             h.append(onednn_linear(h[-1], weight, bias, relu=True))
         ctx.save_for_backward(*h, *weights)
@@ -45,14 +45,15 @@ class MLPFunction(torch.autograd.Function):
     def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         saved = ctx.saved_tensors
         h, weights = saved[:len(saved) // 2], saved[len(saved) // 2:]
+        grad_w, grad_b = [None] * len(weights), [None] * len(weights)
         g = g.contiguous()
-        grads = [torch.mm(g.t(), h[-1]), g.sum(0)]  # dW_L, db_L
+        grad_w[-1], grad_b[-1] = torch.mm(g.t(), h[-1]), g.sum(0)  # output layer
         g = torch.mm(g, weights[-1])
-        for l in range(len(weights) - 1, 0, -1):  # hidden layer l has input h[l-1], output h[l]
-            g = torch.ops.aten.threshold_backward(g, h[l], 0)  # g * [h_l > 0]
-            grads[:0] = [onednn_linear(g.t(), h[l - 1].t()), g.sum(0)]  # dW_l = g^T h_{l-1}, db_l
-            g = onednn_linear(g, weights[l - 1].t()) if l > 1 or ctx.needs_input_grad[0] else None
-        return g, *grads
+        for i in reversed(range(len(weights) - 1)):  # hidden layers: h[i] -> h[i + 1]
+            g = torch.ops.aten.threshold_backward(g, h[i + 1], 0)  # through the ReLU: g * [h > 0]
+            grad_w[i], grad_b[i] = onednn_linear(g.t(), h[i].t()), g.sum(0)  # g^T h, and the bias
+            g = onednn_linear(g, weights[i].t()) if i > 0 or ctx.needs_input_grad[0] else None  # g W
+        return g, *(grad for pair in zip(grad_w, grad_b) for grad in pair)
 
 
 class MLP(nn.Module):
