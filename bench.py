@@ -9,13 +9,13 @@ torch.matmul (MKL) and oneDNN (the one networks.MLP uses). "fraction of the roof
 roofline time / real update time. The torch.matmul-only roofline is printed beside it.
 """
 import argparse
-from collections.abc import Callable
 import copy
 import gc
 import pickle
 import statistics
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
