@@ -278,7 +278,8 @@ def resume_args(run_dir: str) -> argparse.Namespace:
             raise fail(f"--resume '{run_dir}' has no {name}; give a run folder written by runner.py")
     with open(os.path.join(run_dir, "config.json")) as f:
         flags = json.load(f)["flags"]
-    return argparse.Namespace(**flags | {"resume": run_dir})
+    defaults = vars(build_parser().parse_args([]))  # for flags added after the run was made
+    return argparse.Namespace(**defaults | flags | {"resume": run_dir})
 
 
 def check_results_dir(path: str) -> None:

@@ -128,6 +128,20 @@ def test_resume_from_a_checkpoint_it_cannot_restore_is_a_one_line_error_keeping_
     assert csv_path.read_text() == csv_before
 
 
+def test_resume_of_a_run_from_before_a_flag_existed_takes_the_flags_default(tiny_dataset, tmp_path):
+    results = tmp_path / "results"
+    assert runner.main([*FAST, "--total_steps", "10", "--eval_every", "10", "--results_dir", str(results)]) == 0
+    run_dir = only_run(results)
+    config_path = Path(run_dir, "config.json")
+    config = json.loads(config_path.read_text())
+    for flag in ("seeds", "workers", "threads"):  # flags this repo gained after its first runs
+        del config["flags"][flag]
+    config["flags"]["total_steps"] = 20
+    config_path.write_text(json.dumps(config))
+    assert runner.main(["--resume", run_dir]) == 0
+    assert [row["step"] for row in read_csv(os.path.join(run_dir, "progress.csv"))] == ["10", "20"]
+
+
 def test_bad_flag_from_the_command_line_exits_2_without_traceback(tmp_path):
     done = subprocess.run([sys.executable, "runner.py", "--cql_alpha", "-3"], cwd=ROOT,
                           capture_output=True, text=True)
