@@ -128,8 +128,8 @@ def bench_update(agent: TD3Agent, buffer: ReplayBuffer, batch: int, rounds: int 
             update_s.append(update)
             for kind, roof in roofs.items():
                 roofline_s[kind].append(roof)
-    fraction = {kind: statistics.median(roof / update for roof, update in zip(roofs, update_s))
-                for kind, roofs in roofline_s.items()}
+    fraction = {kind: statistics.median(roof / update for roof, update in zip(kind_s, update_s))
+                for kind, kind_s in roofline_s.items()}
     return {"rate": 1 / statistics.median(update_s), "roofline": 1 / statistics.median(roofline_s["fastest"]),
             "fraction": fraction["fastest"], "roofline_torch_matmul": 1 / statistics.median(roofline_s["torch.matmul"]),
             "fraction_torch_matmul": fraction["torch.matmul"], "gflop": gflop}
