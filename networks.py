@@ -45,15 +45,29 @@ class MLPFunction(torch.autograd.Function):
     def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         saved = ctx.saved_tensors
         h, weights = saved[:len(saved) // 2], saved[len(saved) // 2:]
+        trained = ctx.needs_input_grad[1::2]  # per layer: do W_i, b_i need gradients? (no when frozen)
         grad_w, grad_b = [None] * len(weights), [None] * len(weights)
         g = g.contiguous()
-        grad_w[-1], grad_b[-1] = torch.mm(g.t(), h[-1]), g.sum(0)  # output layer
+        if trained[-1]:  # output layer
+            grad_w[-1], grad_b[-1] = torch.mm(g.t(), h[-1]), g.sum(0)
         g = torch.mm(g, weights[-1])
         for i in reversed(range(len(weights) - 1)):  # hidden layers: h[i] -> h[i + 1]
             g = torch.ops.aten.threshold_backward(g, h[i + 1], 0)  # through the ReLU: g * [h > 0]
-            grad_w[i], grad_b[i] = onednn_linear(g.t(), h[i].t()), g.sum(0)  # g^T h, and the bias
+            if trained[i]:
+                grad_w[i], grad_b[i] = weight_grad(g, h[i]), g.sum(0)
             g = onednn_linear(g, weights[i].t()) if i > 0 or ctx.needs_input_grad[0] else None  # g W
         return g, *(grad for pair in zip(grad_w, grad_b) for grad in pair)
+
+
+def weight_grad(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """g^T h, the weight gradient of a layer with input h, on oneDNN.
+
+    oneDNN's op needs its first operand contiguous, so one of g, h is copied transposed:
+    the narrower one (for the first layer, whose input has 11 or 14 columns, that is h).
+    """
+    if h.shape[1] < g.shape[1]:
+        return onednn_linear(h.t().contiguous(), g.t()).t().contiguous()  # (h^T g)^T
+    return onednn_linear(g.t().contiguous(), h.t())
 
 
 class MLP(nn.Module):

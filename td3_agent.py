@@ -147,15 +147,15 @@ class TD3Agent:
     def update_actor(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Actor step: maximise Q1(s, mu(s)) while staying near the data's actions."""
         pi = self.actor(obs)
+        self.critic.requires_grad_(False)  # not trained here: its backward only passes dQ/da on
         q_pi = self.critic.q1(obs, pi)
+        self.critic.requires_grad_(True)
         ddpg_loss = -q_pi.mean()
         bc_loss = ((pi - actions) ** 2).sum(dim=-1).mean()  # E ||a - mu(s)||^2
         bc_weight = self.bc_weight(q_pi)
         actor_loss = ddpg_loss + bc_weight * bc_loss
-        # Gradients for the actor only: the critic's own weights are not trained here.
-        grads = torch.autograd.grad(actor_loss, self.actor_opt.params)
-        for param, grad in zip(self.actor_opt.params, grads):
-            param.grad = grad
+        self.actor_opt.zero_grad()
+        actor_loss.backward()
         self.actor_opt.step()
         return {"ddpg_loss": ddpg_loss, "bc_loss": bc_loss, "actor_loss": actor_loss,
                 "bc_weight": torch.as_tensor(bc_weight)}

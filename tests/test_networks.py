@@ -36,3 +36,20 @@ def test_mlp_takes_plain_autograd_for_a_single_observation():
     net = MLP(11, (16, 16), 3)
     obs = torch.randn(11)
     torch.testing.assert_close(net(obs), net(obs[None])[0])
+
+
+@pytest.mark.skipif(not networks.ONEDNN, reason="this torch build has no oneDNN linear: MLP is plain autograd")
+def test_frozen_mlp_passes_the_input_gradient_and_leaves_its_weights_alone(monkeypatch):
+    """The actor step's Q1(s, mu(s)): the critic is frozen, only dQ/da flows back."""
+    torch.manual_seed(0)
+    net = MLP(14, (32, 16), 1).requires_grad_(False)
+    x = torch.randn(50, 14)
+
+    def input_grad(onednn: bool) -> torch.Tensor:
+        monkeypatch.setattr(networks, "ONEDNN", onednn)
+        inputs = x.clone().requires_grad_(True)
+        net(inputs).sum().backward()
+        return inputs.grad
+
+    torch.testing.assert_close(input_grad(onednn=True), input_grad(onednn=False))
+    assert all(p.grad is None for p in net.parameters())
