@@ -77,10 +77,12 @@ class MLP(nn.Module):
         super().__init__()
         sizes = [in_dim, *hidden, out_dim]
         self.layers = nn.ModuleList(nn.Linear(fan_in, fan_out) for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
+        # W_0, b_0, W_1, b_1, ...: the parameters themselves (updated in place), listed once
+        self.flat_params = [p for layer in self.layers for p in (layer.weight, layer.bias)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if ONEDNN and x.is_cpu and x.dtype == torch.float32 and x.dim() == 2:
-            return MLPFunction.apply(x, *[p for layer in self.layers for p in (layer.weight, layer.bias)])
+            return MLPFunction.apply(x, *self.flat_params)
         *hidden, output = self.layers
         for layer in hidden:
             x = torch.relu(layer(x))

@@ -147,9 +147,11 @@ class TD3Agent:
     def update_actor(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Actor step: maximise Q1(s, mu(s)) while staying near the data's actions."""
         pi = self.actor(obs)
-        self.critic.requires_grad_(False)  # not trained here: its backward only passes dQ/da on
+        for p in self.critic_opt.params:  # not trained here: its backward only passes dQ/da on
+            p.requires_grad_(False)
         q_pi = self.critic.q1(obs, pi)
-        self.critic.requires_grad_(True)
+        for p in self.critic_opt.params:
+            p.requires_grad_(True)
         ddpg_loss = -q_pi.mean()
         bc_loss = ((pi - actions) ** 2).sum(dim=-1).mean()  # E ||a - mu(s)||^2
         bc_weight = self.bc_weight(q_pi)
