@@ -19,6 +19,15 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu" if relu else "none", [], "")
 
 
+def mlp_forward(x: torch.Tensor, params: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The MLP's output y, and h_0 .. h_{L-1}, the input of each layer (see MLPFunction)."""
+    weights, biases = params[0::2], params[1::2]
+    h = [x.contiguous()]
+    for weight, bias in zip(weights[:-1], biases[:-1]):
+        h.append(onednn_linear(h[-1], weight, bias, relu=True))
+    return torch.addmm(biases[-1], h[-1], weights[-1].t()), h
+
+
 class MLPFunction(torch.autograd.Function):
     """Forward and backward of an MLP with ReLU hidden layers and a linear output layer.
 
@@ -34,12 +43,9 @@ class MLPFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        weights, biases = params[0::2], params[1::2]
-        h = [x.contiguous()]  # h_0 .. h_{L-1}: the input of each layer
-        for weight, bias in zip(weights[:-1], biases[:-1]):
-            h.append(onednn_linear(h[-1], weight, bias, relu=True))
-        ctx.save_for_backward(*h, *weights)
-        return torch.addmm(biases[-1], h[-1], weights[-1].t())
+        y, h = mlp_forward(x, params)
+        ctx.save_for_backward(*h, *params[0::2])
+        return y
 
     @staticmethod
     def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -82,6 +88,8 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if ONEDNN and x.is_cpu and x.dtype == torch.float32 and x.dim() == 2:
+            if not torch.is_grad_enabled():  # target networks, evaluation: no graph to record
+                return mlp_forward(x, self.flat_params)[0]
             return MLPFunction.apply(x, *self.flat_params)
         *hidden, output = self.layers
         for layer in hidden:
