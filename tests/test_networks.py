@@ -53,3 +53,13 @@ def test_frozen_mlp_passes_the_input_gradient_and_leaves_its_weights_alone(monke
 
     torch.testing.assert_close(input_grad(onednn=True), input_grad(onednn=False))
     assert all(p.grad is None for p in net.parameters())
+
+
+def test_mlp_without_grad_mode_computes_the_same_output():
+    torch.manual_seed(0)
+    net = MLP(11, (16, 16), 3)
+    obs = torch.randn(8, 11)
+    with torch.no_grad():
+        no_graph = net(obs)
+    assert no_graph.grad_fn is None
+    torch.testing.assert_close(no_graph, net(obs).detach())
