@@ -56,7 +56,8 @@ class MLPFunction(torch.autograd.Function):
         g = g.contiguous()
         if trained[-1]:  # output layer
             grad_w[-1], grad_b[-1] = torch.mm(g.t(), h[-1]), g.sum(0)
-        g = torch.mm(g, weights[-1])
+        # g W; for one output unit an outer product, where a broadcast multiply skips BLAS's overhead
+        g = g * weights[-1] if weights[-1].shape[0] == 1 else torch.mm(g, weights[-1])
         for i in reversed(range(len(weights) - 1)):  # hidden layers: h[i] -> h[i + 1]
             g = torch.ops.aten.threshold_backward(g, h[i + 1], 0)  # through the ReLU: g * [h > 0]
             if trained[i]:

@@ -9,14 +9,15 @@ from networks import MLP
 @pytest.mark.skipif(not networks.ONEDNN, reason="this torch build has no oneDNN linear: MLP is plain autograd")
 @pytest.mark.parametrize("hidden", [(32,), (32, 16), (24, 40, 8)])
 @pytest.mark.parametrize("input_grad", [False, True])  # critic step (data in) / actor step (dQ/da)
-def test_mlp_function_matches_plain_autograd(hidden, input_grad, monkeypatch):
+@pytest.mark.parametrize("out_dim", [1, 3])  # Q, or the action
+def test_mlp_function_matches_plain_autograd(hidden, input_grad, out_dim, monkeypatch):
     torch.manual_seed(0)
-    net = MLP(14, hidden, 3)
+    net = MLP(14, hidden, out_dim)
     with torch.no_grad():  # nn.Linear's init; biases drawn wider so some ReLUs are off
         for layer in net.layers:
             layer.bias.uniform_(-1, 1)
     x = torch.randn(50, 14)
-    weight_out = torch.randn(50, 3)  # loss = sum(y * weight_out): an arbitrary dLoss/dy
+    weight_out = torch.randn(50, out_dim)  # loss = sum(y * weight_out): an arbitrary dLoss/dy
 
     def run(onednn: bool) -> tuple[torch.Tensor, ...]:
         monkeypatch.setattr(networks, "ONEDNN", onednn)
