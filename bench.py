@@ -7,23 +7,34 @@ imply (forward, and the backward products that autograd needs), on the same shap
 here in the same run. Each shape is run on the faster of torch's two CPU matmul kernels,
 torch.matmul (MKL) and oneDNN (the one networks.MLP uses). "fraction of the roofline" =
 roofline time / real update time. The torch.matmul-only roofline is printed beside it.
+
+    MINARI_DATASETS_PATH=../shared/minari python bench.py --against HEAD~1
+
+times this tree's update step against the one of an earlier commit instead, in one process.
 """
 import argparse
 import copy
 import gc
+import importlib
+import os
 import pickle
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from types import ModuleType
 
 import numpy as np
 import torch
 from torch import nn
 
+import td3_agent
 from networks import ONEDNN, Actor, onednn_linear
 from td3_agent import TD3Agent, TD3Config
-from utils import ReplayBuffer, dataset_to_buffer, evaluate, load_dataset, transition_rows
+from utils import DatasetError, ReplayBuffer, dataset_to_buffer, evaluate, load_dataset, transition_rows
 
 METHODS = {"td3": {}, "td3_bc": {"bc_weight": 10.0}, "cql": {"cql_alpha": 5.0}}
 
@@ -133,6 +144,63 @@ def bench_update(agent: TD3Agent, buffer: ReplayBuffer, batch: int, rounds: int 
     return {"rate": 1 / statistics.median(update_s), "roofline": 1 / statistics.median(roofline_s["fastest"]),
             "fraction": fraction["fastest"], "roofline_torch_matmul": 1 / statistics.median(roofline_s["torch.matmul"]),
             "fraction_torch_matmul": fraction["torch.matmul"], "gflop": gflop}
+
+
+def load_revision(rev: str) -> ModuleType:
+    """td3_agent.py as of git revision `rev`, with the networks.py of that revision under it.
+
+    Both files are written to a temporary folder and imported from there; afterwards this
+    tree's modules are back in sys.modules, so both versions live side by side.
+    """
+    here = os.path.dirname(os.path.abspath(__file__))
+    folder = tempfile.mkdtemp(prefix="bench-against-")
+    for name in ("networks.py", "td3_agent.py"):
+        shown = subprocess.run(["git", "-C", here, "show", f"{rev}:{name}"], capture_output=True, text=True)
+        if shown.returncode != 0:
+            raise ValueError(f"git cannot show {name} at that revision ({shown.stderr.strip().splitlines()[-1]})")
+        with open(os.path.join(folder, name), "w") as f:
+            f.write(shown.stdout)
+    ours = {name: sys.modules.pop(name) for name in ("networks", "td3_agent") if name in sys.modules}
+    sys.path.insert(0, folder)
+    try:
+        return importlib.import_module("td3_agent")
+    finally:
+        sys.path.remove(folder)
+        for name in ("networks", "td3_agent"):
+            sys.modules.pop(name, None)
+        sys.modules.update(ours)
+
+
+def bench_against(old: ModuleType, label: str, buffer: ReplayBuffer, low: np.ndarray, high: np.ndarray,
+                  batch: int, rounds: int, steps: int | None = None) -> list[str]:
+    """Speed-up of this tree's update over `old`'s (a td3_agent module), per method.
+
+    Both agents draw their batches from the same buffer and run in this process, in alternating
+    windows of about 0.1 s (which goes first alternates too), so a change of the machine's speed
+    hits both alike. The figure is the median over the window pairs of old time / new time.
+    """
+    lines = []
+    for name, overrides in METHODS.items():
+        agents = []
+        for module in (old, td3_agent):
+            torch.manual_seed(0)
+            agents.append(module.TD3Agent(buffer.obs_dim, buffer.act_dim, low, high,
+                                          module.TD3Config(**overrides), torch.device("cpu")))
+        every, actor_step = update_matmuls(agents[1].cfg, batch, buffer.obs_dim, buffer.act_dim)
+        window = steps or max(10, int(20e9 / (flops(every) + flops(actor_step) / 2)))
+        seconds = {0: [], 1: []}
+        for agent in agents:
+            time_updates(agent, buffer, batch, window)  # warm-up
+        for round_ in range(rounds):
+            for which in ((0, 1) if round_ % 2 == 0 else (1, 0)):
+                seconds[which].append(time_updates(agents[which], buffer, batch, window))
+        ratios = [old_s / new_s for old_s, new_s in zip(seconds[0], seconds[1])]
+        q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        lines.append(f"{name} {median:.2f}x")
+        print(f"against {label}: {name} {median:.3f}x as fast (quartiles {q1:.3f}-{q3:.3f} over {rounds} window "
+              f"pairs; {1 / statistics.median(seconds[1]):.0f} against {1 / statistics.median(seconds[0]):.0f} "
+              f"updates/s, medians)")
+    return lines
 
 
 def anonymous_bytes() -> int:
@@ -271,6 +339,20 @@ def compare(buffer: ReplayBuffer, env, dataset_id: str, policy, batch: int) -> N
         print(f"compare: evaluation, 10 episodes {how}: {seconds:.2f} s for {steps} env steps")
 
 
+def load_against(parser: argparse.ArgumentParser, rev: str) -> ModuleType:
+    """load_revision(rev), or a one-line error naming --against."""
+    try:
+        old = load_revision(rev)
+    except ValueError as error:
+        parser.error(f"--against {rev!r}: {error}; give a commit of this repository, e.g. HEAD~1")
+    try:
+        old.TD3Agent(2, 1, np.zeros(1), np.ones(1), old.TD3Config(), torch.device("cpu"))
+    except (TypeError, AttributeError) as error:
+        parser.error(f"--against {rev!r}: its TD3Agent cannot be built as TD3Agent(obs_dim, act_dim, low, high, "
+                     f"TD3Config(), device) ({type(error).__name__}); give a later commit")
+    return old
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="mujoco/hopper/medium-v0", help="Minari dataset id (default: hopper medium)")
@@ -281,7 +363,26 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true",
                         help="also time the plain versions (two-critic TD3+BC, a plain loading loop, "
                              "one-at-a-time evaluation) in the same run")
+    parser.add_argument("--against", metavar="REV", default=None,
+                        help="instead: this tree's update step against the one of git revision REV "
+                             "(e.g. HEAD~1), paired in alternating windows in one process")
+    parser.add_argument("--rounds", type=int, default=40, help="window pairs per method for --against (default: 40)")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: give 1 or more")
+    old = load_against(parser, args.against) if args.against else None
+    try:
+        dataset = load_dataset(args.dataset)  # here, so a missing dataset fails fast, in one line
+    except DatasetError as error:
+        parser.error(str(error))
+    if old:
+        buffer = dataset_to_buffer(dataset, torch.device("cpu"))
+        env = dataset.recover_environment(eval_env=True)
+        print(f"device: cpu, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}")
+        lines = bench_against(old, args.against, buffer, env.action_space.low, env.action_space.high,
+                              args.batch_size, args.rounds)
+        print(f"summary: this tree against {args.against}: {'; '.join(lines)}")
+        return
     torch.manual_seed(0)
     buffer, env, load = bench_loading(args.dataset)
     print(f"load: {load['transitions']:,} transitions in {load['seconds']:.2f} s with the file in the page cache "

@@ -1,11 +1,19 @@
 """bench.py's roofline rests on its FLOP count (checked against a count by hand) and on its
-matmul calls computing the products they stand for."""
+matmul calls computing the products they stand for; --against imports an older commit beside
+this tree."""
+import os
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 import torch
 
 import networks
-from bench import flops, matmul_kernels, roofline_calls, update_matmuls
+import td3_agent
+from bench import bench_against, flops, load_revision, matmul_kernels, roofline_calls, update_matmuls
 from td3_agent import TD3Config
+from utils import dataset_to_buffer
 
 B = 256
 
@@ -44,3 +52,38 @@ def test_roofline_calls_compute_the_products_they_stand_for():
     calls = roofline_calls(shapes)
     for kind in ("fastest", "torch.matmul"):
         assert [tuple(call().shape) for call in calls[kind]] == [(m, n) for m, _, n in shapes]
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+in_git = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True).returncode == 0
+needs_git = pytest.mark.skipif(not in_git, reason="--against reads git history: not a git checkout")
+
+
+@needs_git
+def test_load_revision_imports_that_commit_beside_this_tree():
+    old = load_revision("HEAD")
+    assert old is not td3_agent and old.Actor is not networks.Actor  # its own networks.py under it
+    assert not old.__file__.startswith(REPO)
+    assert sys.modules["td3_agent"] is td3_agent and sys.modules["networks"] is networks  # ours are back
+    agent = old.TD3Agent(11, 3, -np.ones(3), np.ones(3), old.TD3Config(hidden=(8, 8)), torch.device("cpu"))
+    metrics = agent.update(torch.randn(4, 11), torch.zeros(4, 3), torch.ones(4), torch.randn(4, 11), torch.ones(4))
+    assert torch.isfinite(metrics["critic_loss"])
+
+
+@needs_git
+def test_bench_against_prints_a_speed_ratio_per_method(tiny_dataset, capsys):
+    buffer = dataset_to_buffer(tiny_dataset, torch.device("cpu"))
+    lines = bench_against(load_revision("HEAD"), "HEAD", buffer, -np.ones(3), np.ones(3), batch=16, rounds=2, steps=2)
+    assert [line.split()[0] for line in lines] == ["td3", "td3_bc", "cql"]
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 3 and all(line.startswith("against HEAD: ") and "x as fast (quartiles" in line
+                                     for line in printed)
+
+
+@needs_git
+def test_against_an_unknown_revision_is_a_one_line_error():
+    run = subprocess.run([sys.executable, os.path.join(REPO, "bench.py"), "--against", "no-such-rev"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 2
+    assert run.stderr.splitlines()[-1].startswith("bench.py: error: --against 'no-such-rev': git cannot show")
+    assert "Traceback" not in run.stderr
