@@ -378,7 +378,7 @@ def main() -> None:
     if old:
         buffer = dataset_to_buffer(dataset, torch.device("cpu"))
         env = dataset.recover_environment(eval_env=True)
-        print(f"device: cpu, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}")
+        print(f"device: cpu, torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {args.batch_size}")
         lines = bench_against(old, args.against, buffer, env.action_space.low, env.action_space.high,
                               args.batch_size, args.rounds)
         print(f"summary: this tree against {args.against}: {'; '.join(lines)}")
@@ -398,7 +398,7 @@ def main() -> None:
         except (OSError, RuntimeError, KeyError, pickle.UnpicklingError) as error:
             parser.error(f"--actor {args.actor!r} cannot be loaded ({type(error).__name__}); give the actor.pt "
                          "of a run made with this version of networks.py")
-    print(f"device: cpu, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}")
+    print(f"device: cpu, torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {args.batch_size}")
     summary = []
     for name, overrides in METHODS.items():
         cfg = TD3Config(**overrides)
