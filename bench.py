@@ -353,7 +353,8 @@ def load_against(parser: argparse.ArgumentParser, rev: str) -> ModuleType:
     return old
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """bench.py's flags."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="mujoco/hopper/medium-v0", help="Minari dataset id (default: hopper medium)")
     parser.add_argument("--batch_size", type=int, default=256, help="transitions per update (default: 256)")
@@ -367,22 +368,21 @@ def main() -> None:
                         help="instead: this tree's update step against the one of git revision REV "
                              "(e.g. HEAD~1), paired in alternating windows in one process")
     parser.add_argument("--rounds", type=int, default=40, help="window pairs per method for --against (default: 40)")
-    args = parser.parse_args()
-    if args.rounds < 1:
-        parser.error(f"--rounds {args.rounds}: give 1 or more")
-    old = load_against(parser, args.against) if args.against else None
-    try:
-        dataset = load_dataset(args.dataset)  # here, so a missing dataset fails fast, in one line
-    except DatasetError as error:
-        parser.error(str(error))
-    if old:
-        buffer = dataset_to_buffer(dataset, torch.device("cpu"))
-        env = dataset.recover_environment(eval_env=True)
-        print(f"device: cpu, torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {args.batch_size}")
-        lines = bench_against(old, args.against, buffer, env.action_space.low, env.action_space.high,
-                              args.batch_size, args.rounds)
-        print(f"summary: this tree against {args.against}: {'; '.join(lines)}")
-        return
+    return parser
+
+
+def run_against(args: argparse.Namespace, dataset, old: ModuleType) -> None:
+    """--against: this tree's update step against `old`'s, per method, and a summary line."""
+    buffer = dataset_to_buffer(dataset, torch.device("cpu"))
+    env = dataset.recover_environment(eval_env=True)
+    print(f"device: cpu, torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {args.batch_size}")
+    lines = bench_against(old, args.against, buffer, env.action_space.low, env.action_space.high,
+                          args.batch_size, args.rounds)
+    print(f"summary: this tree against {args.against}: {'; '.join(lines)}")
+
+
+def run_benchmark(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """The benchmark: loading, updates against their rooflines, evaluation (and --compare)."""
     torch.manual_seed(0)
     buffer, env, load = bench_loading(args.dataset)
     print(f"load: {load['transitions']:,} transitions in {load['seconds']:.2f} s with the file in the page cache "
@@ -419,6 +419,22 @@ def main() -> None:
         compare(buffer, env, args.dataset, agent.act, args.batch_size)
     print(f"summary: {'; '.join(summary)}; load {load['seconds']:.2f} s (first {load['first_seconds']:.2f} s) at "
           f"{load['peak_extra_mb'] / load['buffer_mb']:.1f}x buffer memory; eval {eval_s:.2f} s")
+
+
+def main() -> None:
+    parser = build_parser()
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: give 1 or more")
+    old = load_against(parser, args.against) if args.against else None
+    try:
+        dataset = load_dataset(args.dataset)  # here, so a missing dataset fails fast, in one line
+    except DatasetError as error:
+        parser.error(str(error))
+    if old:
+        run_against(args, dataset, old)
+    else:
+        run_benchmark(args, parser)
 
 
 if __name__ == "__main__":
