@@ -149,26 +149,30 @@ def bench_update(agent: TD3Agent, buffer: ReplayBuffer, batch: int, rounds: int 
 def load_revision(rev: str) -> ModuleType:
     """td3_agent.py as of git revision `rev`, with the networks.py of that revision under it.
 
-    Both files are written to a temporary folder and imported from there; afterwards this
-    tree's modules are back in sys.modules, so both versions live side by side.
+    Both files are written to a temporary folder and imported from there (the folder is gone
+    afterwards); this tree's modules are then back in sys.modules, so both versions live side by side.
     """
     here = os.path.dirname(os.path.abspath(__file__))
-    folder = tempfile.mkdtemp(prefix="bench-against-")
-    for name in ("networks.py", "td3_agent.py"):
-        shown = subprocess.run(["git", "-C", here, "show", f"{rev}:{name}"], capture_output=True, text=True)
-        if shown.returncode != 0:
-            raise ValueError(f"git cannot show {name} at that revision ({shown.stderr.strip().splitlines()[-1]})")
-        with open(os.path.join(folder, name), "w") as f:
-            f.write(shown.stdout)
-    ours = {name: sys.modules.pop(name) for name in ("networks", "td3_agent") if name in sys.modules}
-    sys.path.insert(0, folder)
-    try:
-        return importlib.import_module("td3_agent")
-    finally:
-        sys.path.remove(folder)
-        for name in ("networks", "td3_agent"):
-            sys.modules.pop(name, None)
-        sys.modules.update(ours)
+    with tempfile.TemporaryDirectory(prefix="bench-against-") as folder:
+        for name in ("networks.py", "td3_agent.py"):
+            try:
+                shown = subprocess.run(["git", "-C", here, "show", f"{rev}:{name}"], capture_output=True, text=True)
+            except FileNotFoundError:
+                raise ValueError("git is not installed") from None
+            if shown.returncode != 0:
+                why = (shown.stderr.strip().splitlines() or [f"exit status {shown.returncode}"])[-1]
+                raise ValueError(f"git cannot show {name} at that revision ({why})")
+            with open(os.path.join(folder, name), "w") as f:
+                f.write(shown.stdout)
+        ours = {name: sys.modules.pop(name) for name in ("networks", "td3_agent") if name in sys.modules}
+        sys.path.insert(0, folder)
+        try:
+            return importlib.import_module("td3_agent")
+        finally:
+            sys.path.remove(folder)
+            for name in ("networks", "td3_agent"):
+                sys.modules.pop(name, None)
+            sys.modules.update(ours)
 
 
 def bench_against(old: ModuleType, label: str, buffer: ReplayBuffer, low: np.ndarray, high: np.ndarray,
