@@ -77,6 +77,12 @@ def flops(shapes: list[tuple[int, int, int]]) -> int:
     return sum(2 * m * k * n for m, k, n in shapes)
 
 
+def update_gflop(every: list[tuple[int, int, int]], actor_step: list[tuple[int, int, int]],
+                 policy_delay: int) -> float:
+    """GFLOP of matmuls per update (update_matmuls' two lists; the actor step every policy_delay)."""
+    return (flops(every) + flops(actor_step) / policy_delay) / 1e9
+
+
 def matmul_kernels(m: int, k: int, n: int) -> dict[str, Callable[[], torch.Tensor]]:
     """Each plain CPU matmul kernel of torch, as a call computing one (M, K) @ (K, N) product."""
     a, b = torch.randn(m, k), torch.randn(k, n)
@@ -128,7 +134,7 @@ def bench_update(agent: TD3Agent, buffer: ReplayBuffer, batch: int, rounds: int 
     """
     every, actor_step = update_matmuls(agent.cfg, batch, buffer.obs_dim, buffer.act_dim)
     calls = [roofline_calls(every), roofline_calls(actor_step)]
-    gflop = (flops(every) + flops(actor_step) / agent.cfg.policy_delay) / 1e9
+    gflop = update_gflop(every, actor_step, agent.cfg.policy_delay)
     steps = max(20, int(40 / gflop))  # about 0.2 s of updates per window
     update_s, roofline_s = [], {"fastest": [], "torch.matmul": []}
     for round_ in range(rounds + 1):
@@ -190,8 +196,9 @@ def bench_against(old: ModuleType, label: str, buffer: ReplayBuffer, low: np.nda
             torch.manual_seed(0)
             agents.append(module.TD3Agent(buffer.obs_dim, buffer.act_dim, low, high,
                                           module.TD3Config(**overrides), torch.device("cpu")))
-        every, actor_step = update_matmuls(agents[1].cfg, batch, buffer.obs_dim, buffer.act_dim)
-        window = steps or max(10, int(20e9 / (flops(every) + flops(actor_step) / 2)))
+        cfg = agents[1].cfg
+        gflop = update_gflop(*update_matmuls(cfg, batch, buffer.obs_dim, buffer.act_dim), cfg.policy_delay)
+        window = steps or max(10, int(20 / gflop))  # about 0.1 s of updates per window
         seconds = {0: [], 1: []}
         for agent in agents:
             time_updates(agent, buffer, batch, window)  # warm-up
@@ -220,7 +227,7 @@ def anonymous_bytes() -> int:
     return fields["AnonPages"] + fields["Shmem"]
 
 
-def bench_loading(dataset_id: str, loads: int = 3) -> tuple[ReplayBuffer, object, dict]:
+def bench_loading(dataset, loads: int = 3) -> tuple[ReplayBuffer, object, dict]:
     """Time and peak extra memory of reading the dataset into the buffer, `loads` times.
 
     The first load finds the dataset file's page cache as the machine left it (possibly cold:
@@ -229,7 +236,6 @@ def bench_loading(dataset_id: str, loads: int = 3) -> tuple[ReplayBuffer, object
     anonymous_bytes(), sampled every 2 ms, during the load. Run the benchmark alone for this figure
     to mean anything.
     """
-    dataset = load_dataset(dataset_id)
     seconds, peaks = [], []
     for _ in range(loads):
         buffer = None
@@ -385,10 +391,10 @@ def run_against(args: argparse.Namespace, dataset, old: ModuleType) -> None:
     print(f"summary: this tree against {args.against}: {'; '.join(lines)}")
 
 
-def run_benchmark(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+def run_benchmark(args: argparse.Namespace, parser: argparse.ArgumentParser, dataset) -> None:
     """The benchmark: loading, updates against their rooflines, evaluation (and --compare)."""
     torch.manual_seed(0)
-    buffer, env, load = bench_loading(args.dataset)
+    buffer, env, load = bench_loading(dataset)
     print(f"load: {load['transitions']:,} transitions in {load['seconds']:.2f} s with the file in the page cache "
           f"({load['transitions'] / load['seconds'] / 1e6:.2f} M/s; median of loads 2-{load['loads']}), "
           f"{load['first_seconds']:.2f} s for the first load (page cache as found); buffer {load['buffer_mb']:.0f} MB, "
@@ -438,7 +444,7 @@ def main() -> None:
     if old:
         run_against(args, dataset, old)
     else:
-        run_benchmark(args, parser)
+        run_benchmark(args, parser, dataset)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ autograd cannot differentiate, so on CPU `MLP` runs forward and backward itself 
 `MLPFunction`. It computes exactly what nn.Linear + ReLU layers would: a test checks its
 gradients against plain autograd. Elsewhere (GPU) the MLP is plain nn.Linear + ReLU layers.
 """
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -19,7 +21,7 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu" if relu else "none", [], "")
 
 
-def mlp_forward(x: torch.Tensor, params: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def mlp_forward(x: torch.Tensor, params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The MLP's output y, and h_0 .. h_{L-1}, the input of each layer (see MLPFunction)."""
     weights, biases = params[0::2], params[1::2]
     h = [x.contiguous()]
