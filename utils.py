@@ -157,6 +157,12 @@ def get_buffer_and_environments_for_task(dataset_id: str, device: torch.device
     return dataset_to_buffer(dataset, device), dataset.recover_environment(eval_env=True)
 
 
+def reference_scores(dataset: minari.MinariDataset) -> tuple[float | None, float | None]:
+    """The dataset's (random, expert) reference returns for normalised scores, None where absent."""
+    metadata = dataset.storage.metadata
+    return metadata.get("ref_min_score"), metadata.get("ref_max_score")
+
+
 def discounted_returns(buffer: ReplayBuffer, rows: np.ndarray, gamma: float) -> np.ndarray:
     """Monte-Carlo return sum_k gamma^k r_{t+k} from each row t to the end of its episode.
 
@@ -187,3 +193,28 @@ def evaluate(policy, env: gym.Env, episodes: int, seed: int) -> np.ndarray:
     for extra in envs[1:]:
         extra.close()
     return returns
+
+
+def record_video(policy, env: gym.Env, path: str, seed: int, fps: int = 30) -> int:
+    """Write an MP4 of one deterministic episode in a rendering copy of `env`; returns its frames.
+
+    Rendering costs about 0.1 s a frame here (MuJoCo on EGL without a GPU), so only every k-th
+    state is drawn, k chosen to play at about `fps` in real time (k = 4 for Hopper's 125 Hz):
+    an episode of T steps gives ceil((T + 1) / k) frames, the state after reset the first.
+    """
+    import imageio  # only runs that record videos need the writer
+    render_env = gym.make(env.spec, render_mode="rgb_array")
+    every = max(1, round(render_env.metadata.get("render_fps", fps) / fps))
+    try:
+        obs, _ = render_env.reset(seed=seed)
+        frames, steps, done = [render_env.render()], 0, False
+        while not done:
+            obs, _, terminated, truncated, _ = render_env.step(policy(obs[None])[0])
+            steps, done = steps + 1, terminated or truncated
+            if steps % every == 0:
+                frames.append(render_env.render())
+    finally:
+        render_env.close()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    imageio.mimwrite(path, frames, fps=render_env.metadata.get("render_fps", fps) / every, macro_block_size=1)
+    return len(frames)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from td3_agent import Adam, TD3Agent, TD3Config
+from td3_agent import TD3Agent, TD3Config
 from utils import dataset_to_buffer
 
 LOW, HIGH = -np.ones(3, dtype=np.float32), np.ones(3, dtype=np.float32)
@@ -23,7 +23,7 @@ def make_q_flat(agent: TD3Agent, value: float) -> None:
         for param in agent.critic.parameters():
             param.zero_()
         for net in (agent.critic.q1_net, agent.critic.q2_net):
-            net.layers[-1].bias.fill_(value)
+            net[-1].bias.fill_(value)
 
 
 def batch(n: int = 64, seed: int = 1) -> tuple[torch.Tensor, ...]:
@@ -52,42 +52,69 @@ def test_twin_critic_heads_are_independent_networks():
 
 
 @pytest.mark.parametrize("temp", [0.5, 1.0, 3.0])
-@pytest.mark.parametrize("n_actions", [1, 10])
-def test_cql_penalty_is_temp_log_n_per_critic_when_q_is_flat(temp, n_actions):
-    agent = make_agent(cql_alpha=1.0, cql_temp=temp, cql_n_actions=n_actions)
+@pytest.mark.parametrize("n_actions", [1, 4])
+@pytest.mark.parametrize("uniform_only", [False, True])
+def test_cql_penalty_is_temp_log_m_per_critic_when_q_is_flat(temp, n_actions, uniform_only):
+    # M actions in the logsumexp: N uniform, plus mu(s) and mu(s') unless uniform_only
+    agent = make_agent(cql_alpha=1.0, cql_temp=temp, cql_n_actions=n_actions, cql_uniform_only=uniform_only)
     make_q_flat(agent, 7.0)
-    obs, actions, *_ = batch()
-    penalty, logsumexp = agent.cql_penalty(obs, agent.critic(obs, actions))
-    assert penalty.item() == pytest.approx(2 * temp * math.log(n_actions), abs=1e-5)
-    assert logsumexp.item() == pytest.approx(2 * (7.0 + temp * math.log(n_actions)), abs=1e-5)
+    obs, actions, _, next_obs, _ = batch()
+    penalty, parts = agent.cql_penalty(obs, next_obs, agent.critic(obs, actions))
+    m = n_actions + (0 if uniform_only else 2)
+    assert penalty.item() == pytest.approx(2 * temp * math.log(m), abs=1e-5)
+    assert parts["cql_logsumexp"].item() == pytest.approx(2 * (7.0 + temp * math.log(m)), abs=1e-5)
 
 
 def make_q_sum_of_actions(agent: TD3Agent) -> None:
-    """Q_i(s, a) = relu(sum(a)) + i for states with obs[0] = 0: the action inputs pass straight through."""
+    """Q_i(s, a) = relu(sum(a)) + i: the action inputs pass straight through to the output."""
     make_q_flat(agent, 0.0)
     with torch.no_grad():
         for net in (agent.critic.q1_net, agent.critic.q2_net):
-            net.layers[0].weight[0, 11:] = 1.0  # hidden unit 0 of layer 1 = relu(sum(a)) ...
-            net.layers[1].weight[0, 0] = 1.0  # ... carried by unit 0 of layer 2 ...
-            net.layers[2].weight[0, 0] = 1.0  # ... to the output
-        agent.critic.q2_net.layers[2].bias.fill_(1.0)
+            net[0].weight[0, 11:] = 1.0  # hidden unit 0 of layer 1 = relu(sum(a)) ...
+            net[2].weight[0, 0] = 1.0  # ... carried by unit 0 of layer 2 ...
+            net[4].weight[0, 0] = 1.0  # ... to the output
+        agent.critic.q2_net[4].bias.fill_(1.0)
 
 
-def test_cql_penalty_matches_its_formula_on_a_known_q_table():
-    agent = make_agent(cql_alpha=1.0, cql_temp=0.7, cql_n_actions=5)
+def penalty_by_hand(sampled: torch.Tensor, q_data: torch.Tensor, temp: float) -> float:
+    """sum_i E_s[T logsumexp_j(Q_i(s, a_j) / T) - Q_i(s, a)] for Q_i = relu(sum(a)) + i; sampled (M, B, A)."""
+    total = 0.0
+    for i in range(2):
+        q_sampled = sampled.sum(-1).relu() + i  # (M, B)
+        total += (temp * torch.logsumexp(q_sampled / temp, dim=0) - q_data[i]).mean().item()
+    return total
+
+
+@pytest.mark.parametrize("uniform_only", [False, True])
+def test_cql_penalty_on_a_known_q_table_holds_exactly_the_uniform_and_policy_actions(uniform_only):
+    agent = make_agent(cql_alpha=1.0, cql_temp=0.7, cql_n_actions=5, cql_uniform_only=uniform_only)
     make_q_sum_of_actions(agent)
-    obs, actions, *_ = batch(n=8)
+    obs, actions, _, next_obs, _ = batch(n=8)
     q_data = agent.critic(obs, actions)
     torch.testing.assert_close(q_data[1], actions.sum(-1).relu() + 1)
     torch.manual_seed(123)
-    penalty, _ = agent.cql_penalty(obs, q_data)
+    penalty, parts = agent.cql_penalty(obs, next_obs, q_data)
     torch.manual_seed(123)  # the same uniform draws, by hand
-    random_actions = (torch.rand(5 * 8, 3) * 2 - 1).view(5, 8, 3)
-    expected = 0.0
-    for i in range(2):
-        q_random = random_actions.sum(-1).relu() + i  # (N, B)
-        expected += (0.7 * torch.logsumexp(q_random / 0.7, dim=0) - q_data[i]).mean()
-    assert penalty.item() == pytest.approx(expected.item(), rel=1e-5)
+    uniform = torch.rand(5, 8, 3) * 2 - 1
+    with torch.no_grad():
+        policy = torch.stack([agent.actor(obs), agent.actor(next_obs)])  # mu(s), mu(s'), both at state s
+    expected = penalty_by_hand(uniform if uniform_only else torch.cat([uniform, policy]), q_data, 0.7)
+    assert penalty.item() == pytest.approx(expected, rel=1e-5)
+    assert parts["cql_q_random"].item() == pytest.approx((uniform.sum(-1).relu() + 0.5).mean().item(), rel=1e-5)
+    assert ("cql_q_policy" in parts) == (not uniform_only)
+    if not uniform_only:  # and leaving either policy action out gives another number
+        for without in (policy[:1], policy[1:]):
+            assert penalty.item() != pytest.approx(penalty_by_hand(torch.cat([uniform, without]), q_data, 0.7))
+
+
+def test_cql_penalty_sends_no_gradient_to_the_actor():
+    agent = make_agent(cql_alpha=1.0)
+    obs, actions, _, next_obs, _ = batch()
+    penalty, _ = agent.cql_penalty(obs, next_obs, agent.critic(obs, actions))
+    penalty.backward()
+    assert all(p.grad is None for p in agent.actor.parameters())
+    for net in (agent.critic.q1_net, agent.critic.q2_net):  # (the output bias gets exactly 0: a shift of
+        assert net[0].weight.grad.abs().sum() > 0              # Q moves logsumexp and Q(s, a) alike)
 
 
 @pytest.mark.parametrize("temp", [0.1, 1.0])
@@ -95,21 +122,37 @@ def test_cql_penalty_is_non_negative_when_data_actions_have_the_lowest_q(temp):
     # temp * logsumexp(Q / temp) >= max_j Q(s, a_j) >= min_a Q(s, a) = Q(s, a_data)
     agent = make_agent(cql_alpha=1.0, cql_temp=temp, cql_n_actions=10)
     make_q_sum_of_actions(agent)
-    obs, *_ = batch()
+    obs, _, _, next_obs, _ = batch()
     lowest = torch.full((64, 3), -1.0)  # sum(a) is smallest at the corner (-1, -1, -1)
-    penalty, _ = agent.cql_penalty(obs, agent.critic(obs, lowest))
+    penalty, _ = agent.cql_penalty(obs, next_obs, agent.critic(obs, lowest))
     assert penalty.item() >= 0
 
 
 def test_cql_step_lowers_q_off_the_data_relative_to_q_on_it():
-    agent = make_agent(cql_alpha=5.0, gamma=0.0)
-    obs, actions, rewards, next_obs, not_done = batch()
-    gaps = []
-    for _ in range(200):
-        metrics = agent.update(obs, actions, rewards, next_obs, not_done)
-        gaps.append((metrics["cql_logsumexp"] - metrics["cql_data_q"]).item())
-    assert metrics["cql_penalty"].item() == pytest.approx(gaps[-1], rel=1e-4, abs=1e-4)
-    assert gaps[-1] < gaps[0]
+    agent = make_agent(cql_alpha=5.0, gamma=0.0, lr=1e-3)
+    data = batch()
+    metrics = [agent.update(*data) for _ in range(300)]
+    gap = [(m["cql_q_random"] - m["cql_q_data"]).item() for m in metrics]  # Q off the data minus Q on it
+    assert gap[-1] < gap[0] - 1.0
+    assert metrics[-1]["cql_penalty"] < metrics[0]["cql_penalty"] - 0.3
+
+
+def test_lagrangian_cql_weight_rises_while_the_gap_is_exceeded_and_falls_back_below_it():
+    agent = make_agent(cql_alpha=1.0, cql_target_gap=0.0)  # a fresh critic's penalty is about log(6) > 0
+    data = batch()
+    weights = [agent.update(*data)["cql_alpha"].item() for _ in range(50)]
+    assert weights[0] == pytest.approx(1.0)  # it starts at --cql_alpha
+    assert all(later > earlier for earlier, later in zip(weights, weights[1:]))
+    agent.cfg.cql_target_gap = 1e3  # now the penalty is far below the gap
+    falling = [agent.update(*data)["cql_alpha"].item() for _ in range(50)]
+    assert falling[-1] < falling[0] < weights[-1] + 1e-3
+    assert min(falling) > 0  # alpha' = exp(log alpha') never goes negative
+
+
+def test_fixed_cql_weight_does_not_move():
+    agent = make_agent(cql_alpha=5.0)
+    data = batch()
+    assert {agent.update(*data)["cql_alpha"].item() for _ in range(5)} == {5.0}
 
 
 def test_td_loss_drops_when_regressing_onto_rewards():
@@ -119,32 +162,21 @@ def test_td_loss_drops_when_regressing_onto_rewards():
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_truncated_episode_still_bootstraps():
-    agent = make_agent(gamma=0.9, policy_noise=0.0)
-    obs, actions, rewards, next_obs, _ = batch(n=4)
-    with torch.no_grad():
-        next_q = agent.critic_target(next_obs, agent.actor_target(next_obs)).min(0).values
-    for not_done, expected in ((torch.ones(4), rewards + 0.9 * next_q), (torch.zeros(4), rewards)):
-        metrics = make_agent(gamma=0.9, policy_noise=0.0).update(obs, actions, rewards, next_obs, not_done)
-        assert metrics["target_q"].item() == pytest.approx(expected.mean().item(), rel=1e-5)
-
-
-def test_adam_takes_the_same_steps_as_torch_optim_adam():
-    torch.manual_seed(0)
-    mine = [torch.randn(5, 4, requires_grad=True), torch.randn(4, requires_grad=True)]
-    theirs = [p.detach().clone().requires_grad_() for p in mine]
-    start = [p.detach().clone() for p in mine]
-    mine_opt, their_opt = Adam(mine, lr=1e-2), torch.optim.Adam(theirs, lr=1e-2)
-    for step in range(20):  # bias correction matters most in the first steps; later ones check m, v
-        grads = [torch.randn_like(p) * (step + 1) for p in mine]
-        for params, opt in ((mine, mine_opt), (theirs, their_opt)):
-            opt.zero_grad()
-            for p, g in zip(params, grads):
-                p.grad = g.clone()
-            opt.step()
-    for p, q in zip(mine, theirs):
-        torch.testing.assert_close(p, q)
-    assert all((p != p0).all() for p, p0 in zip(mine, start))  # every entry moved
+def test_truncated_episode_still_bootstraps(tiny_dataset):
+    # episode 0 of the tiny dataset is cut by the time limit after 8 steps; episode 1 ends in a fall
+    buffer = dataset_to_buffer(tiny_dataset, torch.device("cpu"))
+    truncated_last, terminated_last = buffer.episode_ends[0] - 1, buffer.episode_ends[1] - 1
+    episodes = list(tiny_dataset.iterate_episodes([0, 1]))
+    assert episodes[0].truncations[-1] and not episodes[0].terminations[-1] and episodes[1].terminations[-1]
+    for row, bootstraps in ((truncated_last, True), (terminated_last, False)):
+        obs, actions, rewards, next_obs, not_done = buffer.split(buffer.data[[row]])
+        agent = make_agent(gamma=0.9, policy_noise=0.0)
+        with torch.no_grad():
+            next_q = agent.critic_target(next_obs, agent.actor_target(next_obs)).amin(0)
+        target = agent.update(obs, actions, rewards, next_obs, not_done)["target_q"]
+        expected = rewards + 0.9 * next_q if bootstraps else rewards
+        assert target.item() == pytest.approx(expected.item(), rel=1e-5)
+        assert next_q.abs().item() > 1e-3  # so bootstrapping or not makes a visible difference
 
 
 def test_bc_weight_zero_is_plain_td3_actor_step():
@@ -170,7 +202,7 @@ def test_bc_term_changes_the_actor_step_and_pulls_mu_towards_the_data():
     plain, cloned = make_agent(bc_weight=0.0), make_agent(bc_weight=100.0)
     plain.update_actor(obs, actions)
     first = cloned.update_actor(obs, actions)["bc_loss"].item()
-    assert not torch.equal(plain.actor.net.layers[0].weight, cloned.actor.net.layers[0].weight)
+    assert not torch.equal(plain.actor.net[0].weight, cloned.actor.net[0].weight)
     for _ in range(300):
         last = cloned.update_actor(obs, actions)["bc_loss"].item()
     assert last < 0.6 * first
@@ -193,23 +225,24 @@ def test_actor_and_targets_move_only_every_policy_delay_updates():
     assert all(torch.equal(actor_before[k], v) for k, v in agent.actor.state_dict().items())
     assert all(torch.equal(target_before[k], v) for k, v in agent.critic_target.state_dict().items())
     agent.update(*data)
-    assert not torch.equal(actor_before["net.layers.0.weight"], agent.actor.state_dict()["net.layers.0.weight"])
+    assert not torch.equal(actor_before["net.0.weight"], agent.actor.state_dict()["net.0.weight"])
     # Polyak: target moved by tau of the gap to the online critic
-    online, before = agent.critic.q2_net.layers[0].weight, target_before["q2_net.layers.0.weight"]
-    after = agent.critic_target.q2_net.layers[0].weight
+    online, before = agent.critic.q2_net[0].weight, target_before["q2_net.0.weight"]
+    after = agent.critic_target.q2_net[0].weight
     torch.testing.assert_close(after, before + agent.cfg.tau * (online - before))
 
 
 def test_update_learns_on_a_real_dataset(tiny_dataset):
     buffer = dataset_to_buffer(tiny_dataset, torch.device("cpu"))
     agent = make_agent(bc_weight=10.0, cql_alpha=1.0)
-    names = {"td_loss", "cql_penalty", "cql_logsumexp", "cql_data_q", "critic_loss",
-             "ddpg_loss", "bc_loss", "bc_weight", "actor_loss", "q_data", "target_q"}
+    critic_names = {"q1", "q2", "target_q", "td_loss", "cql_penalty", "cql_logsumexp", "cql_q_random",
+                    "cql_q_policy", "cql_q_data", "cql_alpha", "critic_loss"}
+    actor_names = {"ddpg_loss", "bc_loss", "bc_weight", "actor_loss"}
     torch.manual_seed(0)
-    agent.update(*buffer.sample(64))
+    assert set(agent.update(*buffer.sample(64))) == critic_names  # no actor step on odd updates
     first = agent.update(*buffer.sample(64))  # the second update is the first actor update
     for _ in range(200):
         last = agent.update(*buffer.sample(64))
-    assert set(first) == set(last) == names
+    assert set(first) == set(last) == critic_names | actor_names
     assert all(torch.isfinite(v) for v in last.values())
     assert last["bc_loss"] < first["bc_loss"]

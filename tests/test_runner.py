@@ -15,7 +15,8 @@ import runner
 from conftest import DATASET_ID
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = ["--dataset", DATASET_ID, "--batch_size", "32", "--eval_episodes", "2", "--device", "cpu"]
+FAST = ["--dataset", DATASET_ID, "--batch_size", "32", "--hidden", "32", "32", "--eval_episodes", "2",
+        "--device", "cpu", "--video_every", "0"]
 
 
 def read_csv(path: str) -> list[dict[str, str]]:
@@ -31,30 +32,50 @@ def only_run(results) -> str:
 
 def test_short_run_writes_config_csv_and_checkpoints(tiny_dataset, tmp_path):
     results = tmp_path / "results"
-    status = runner.main([*FAST, "--total_steps", "40", "--eval_every", "20", "--bc_weight", "10",
-                          "--cql_alpha", "1", "--results_dir", str(results)])
+    status = runner.main([*FAST, "--total_steps", "40", "--eval_every", "20", "--log_every", "10",
+                          "--bc_weight", "10", "--cql_alpha", "1", "--results_dir", str(results)])
     assert status == 0
     run_dir = only_run(results)
-    assert os.path.basename(run_dir).startswith("td3_bc10_cql1-seed0-")
-    assert sorted(os.listdir(run_dir)) == ["actor.pt", "checkpoint.pt", "config.json", "progress.csv"]
+    assert os.path.basename(run_dir).startswith("td3_total_steps=40_bc_weight=10_cql_alpha=1_")
+    assert sorted(os.listdir(run_dir)) == ["actor.pt", "actor_best.pt", "checkpoint.pt", "config.json",
+                                           "progress.csv", "train.csv"]
     rows = read_csv(os.path.join(run_dir, "progress.csv"))
     assert list(rows[0]) == runner.CSV_COLUMNS
     assert [int(r["step"]) for r in rows] == [20, 40]
-    for column in runner.CSV_COLUMNS:  # BC and CQL both on: every column holds a number
-        assert all(r[column] != "" for r in rows), column
+    assert all(r[column] != "" for r in rows for column in runner.CSV_COLUMNS)
     assert float(rows[-1]["time_s"]) > 0
+    train_rows = read_csv(os.path.join(run_dir, "train.csv"))
+    assert list(train_rows[0]) == runner.TRAIN_COLUMNS
+    assert [int(r["step"]) for r in train_rows] == [10, 20, 30, 40]
+    assert all(r[column] != "" for r in train_rows for column in runner.TRAIN_COLUMNS)  # BC and CQL on
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
     assert config["flags"]["bc_weight"] == 10 and config["flags"]["cql_alpha"] == 1
-    assert config["config"] == "td3_bc10_cql1" and config["dataset_transitions"] == tiny_dataset.total_steps
+    assert config["config"].startswith("td3_total_steps=40_bc_weight=10_cql_alpha=1_")
+    assert config["dataset_transitions"] == tiny_dataset.total_steps
 
 
 def test_plain_td3_leaves_the_cql_columns_empty(tiny_dataset, tmp_path):
     results = tmp_path / "results"
     assert runner.main([*FAST, "--total_steps", "10", "--eval_every", "10", "--results_dir", str(results)]) == 0
-    row = read_csv(os.path.join(only_run(results), "progress.csv"))[0]
-    assert row["cql_penalty"] == row["cql_logsumexp"] == ""
+    row = read_csv(os.path.join(only_run(results), "train.csv"))[0]
+    assert row["cql_penalty"] == row["cql_logsumexp"] == row["cql_alpha"] == ""
     assert float(row["bc_weight"]) == 0.0 and row["td_loss"] != ""
+
+
+def test_metric_means_average_each_metric_over_the_updates_that_logged_it():
+    means = runner.MetricMeans()
+    means.add({"td_loss": torch.tensor(1.0)})
+    means.add({"td_loss": torch.tensor(3.0), "actor_loss": torch.tensor(-4.0)})  # an actor step
+    means.add({"td_loss": torch.tensor(8.0)})
+    assert means.pop() == {"td_loss": 4.0, "actor_loss": -4.0}
+    means.add({"td_loss": torch.tensor(2.0)})
+    assert means.pop() == {"td_loss": 2.0}  # a new interval starts from nothing
+
+
+def test_a_metric_the_csv_does_not_know_stops_the_first_write(tmp_path):
+    with pytest.raises(ValueError, match="new_term"):
+        runner.append_row(str(tmp_path / "train.csv"), runner.TRAIN_COLUMNS, {"step": 1, "new_term": 0.5})
 
 
 def test_a_run_never_overwrites_another(tiny_dataset, tmp_path):
@@ -221,7 +242,7 @@ def test_seeds_run_one_process_each_and_plot_draws_them(tiny_dataset, tmp_path):
                           "--workers", "2", "--results_dir", str(results)])
     assert status == 0
     runs = sorted(os.listdir(results))
-    assert [r.split("-")[1] for r in runs] == ["seed0", "seed1"]
+    assert ["-seed0-" in runs[0], "-seed1-" in runs[1]] == [True, True]
     assert plot.main([str(results), "--out", str(tmp_path / "figures")]) == 0
     for name in ("returns.png", "q_values.png", "diagnostics.png"):
         assert (tmp_path / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -12,18 +12,15 @@ def test_sweep_runs_each_value_and_tabulates_it(tiny_dataset, tmp_path, capsys):
     results = tmp_path / "results"
     status = sweep.main(["--bc_weight", "0", "10", "--total_steps", "20", "--eval_every", "10",
                          "--results_dir", str(results), "--dataset", DATASET_ID, "--batch_size", "32",
-                         "--eval_episodes", "1", "--device", "cpu"])
+                         "--hidden", "32", "32", "--eval_episodes", "1", "--device", "cpu", "--video_every", "0"])
     assert status == 0
     (sweep_dir,) = results.iterdir()
     runs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
-    assert [r.split("-")[0] for r in runs] == ["td3", "td3_bc10"]
+    assert ["bc_weight=10_" in r for r in runs] == [False, True]
     with open(sweep_dir / "sweep.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert [row["bc_weight"] for row in table] == ["0.0", "10.0"]
-    for row in table:
-        assert list(row) == sweep.TABLE_COLUMNS
-        assert float(row["q_overestimation"]) == pytest.approx(float(row["dataset_q"]) - float(row["mc_return"]))
-        assert float(row["bc_distance"]) >= 0
+    assert all(list(row) == sweep.TABLE_COLUMNS and row["seeds"] == "1" for row in table)
     out = capsys.readouterr().out
     assert "sweep.csv" in out and "Q - MC" in out
 
