@@ -1,6 +1,4 @@
 """Minari dataset -> replay buffer, evaluation, seeding. No networks, no losses."""
-import mmap
-import multiprocessing
 import os
 import random
 import socket
@@ -72,7 +70,7 @@ def remote_reachable() -> bool:
 
 
 def load_dataset(dataset_id: str) -> minari.MinariDataset:
-    """minari.load_dataset with download=True, turning a failed download into one clear error."""
+    """minari.load_dataset with download=True; a failed download or unusable spaces is one clear error."""
     local = os.path.join(minari.storage.get_dataset_path(dataset_id), "data")
     hint = ("Set MINARI_DATASETS_PATH to a folder that holds it (e.g. MINARI_DATASETS_PATH=../shared/minari) "
             "or connect to the internet.")
@@ -80,10 +78,12 @@ def load_dataset(dataset_id: str) -> minari.MinariDataset:
         raise DatasetError(f"Minari dataset '{dataset_id}' is not under {local} and Minari's remote "
                            f"cannot be reached (offline). {hint}")
     try:
-        return minari.load_dataset(dataset_id, download=True)
+        dataset = minari.load_dataset(dataset_id, download=True)
     except Exception as err:  # Minari raises many kinds (network, unknown id, missing extras)
         raise DatasetError(f"cannot load Minari dataset '{dataset_id}': not under {local} and the "
                            f"download failed ({type(err).__name__}: {err}). {hint}") from None
+    check_spaces(dataset, dataset_id)
+    return dataset
 
 
 def transition_rows(episode: minari.EpisodeData) -> np.ndarray:
@@ -99,62 +99,81 @@ def transition_rows(episode: minari.EpisodeData) -> np.ndarray:
                            1.0 - episode.terminations[:, None]], axis=1, dtype=np.float32)
 
 
-def fill_forward(dataset: minari.MinariDataset, data: np.ndarray, episodes: list[int]) -> list[int]:
-    """Write `episodes` in order into data from row 0; returns their lengths."""
-    lengths, row = [], 0
-    for episode in dataset.iterate_episodes(episodes):
-        rows = transition_rows(episode)
-        data[row:row + len(rows)] = rows
-        row += len(rows)
-        lengths.append(len(rows))
-    return lengths
+def check_spaces(dataset: minari.MinariDataset, dataset_id: str) -> None:
+    """The dataset's observations and actions must be flat Box vectors: what the networks take."""
+    for name, space in (("observation", dataset.observation_space), ("action", dataset.action_space)):
+        if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+            raise DatasetError(f"dataset '{dataset_id}' has a {type(space).__name__}{getattr(space, 'shape', '')} "
+                               f"{name} space; this code trains on flat Box observations and actions only")
 
 
-def fill_backward(dataset: minari.MinariDataset, data: np.ndarray, episodes: list[int], pipe) -> None:
-    """Write `episodes` in reverse order into data, ending at its last row; send their lengths."""
-    lengths, end = [], len(data)
-    for episode in dataset.iterate_episodes(episodes[::-1]):
-        rows = transition_rows(episode)
-        data[end - len(rows):end] = rows
-        end -= len(rows)
-        lengths.append(len(rows))
-    pipe.send(lengths[::-1])
+def first_non_finite(data: np.ndarray, obs_dim: int, act_dim: int, episode_ends: np.ndarray,
+                     episode_ids: list[int]) -> str | None:
+    """Where the buffer holds its first NaN or infinity ('observations of episode 3, step 7'), or None."""
+    bad_rows = np.flatnonzero(~np.isfinite(data).all(axis=1))
+    if len(bad_rows) == 0:
+        return None
+    row = bad_rows[0]
+    column = np.flatnonzero(~np.isfinite(data[row]))[0]
+    k = np.searchsorted(episode_ends, row, side="right")
+    step = row - (episode_ends[k - 1] if k > 0 else 0)
+    if column >= obs_dim + act_dim + 1:  # next_obs: the observation after this step
+        field, step = "observations", step + 1
+    else:
+        field = "observations" if column < obs_dim else "actions" if column < obs_dim + act_dim else "rewards"
+    return f"{field} of episode {episode_ids[k]}, step {step}"
 
 
 def dataset_to_buffer(dataset: minari.MinariDataset, device: torch.device) -> ReplayBuffer:
     """Copy every transition of a Minari dataset into a ReplayBuffer of exactly total_steps rows.
 
-    Reading an episode through Minari costs about 0.5 ms of HDF5 calls whatever its length, so
-    the episodes are read by two processes at once: this one fills the buffer from the front
-    with the first half, a forked child fills it from the back with the second half. The
-    buffer is anonymous shared memory, so the child's writes land in place, with no copy.
+    Episodes are written one after another into one preallocated array (no list of pieces to
+    concatenate, so the peak memory is the buffer and one episode). A NaN or infinity anywhere
+    is a DatasetError naming the field, episode and step: training on it would silently ruin
+    every network.
     """
-    obs_dim = dataset.observation_space.shape[0]
-    act_dim = dataset.action_space.shape[0]
-    width = 2 * obs_dim + act_dim + 2
-    shared = mmap.mmap(-1, dataset.total_steps * width * 4)  # MAP_SHARED | MAP_ANONYMOUS
-    data = np.frombuffer(shared, dtype=np.float32).reshape(dataset.total_steps, width)
-    episodes = list(dataset.episode_indices)
-    half = len(episodes) // 2
-    if "fork" in multiprocessing.get_all_start_methods() and half > 0:
-        receive, send = multiprocessing.Pipe(duplex=False)
-        child = multiprocessing.get_context("fork").Process(
-            target=fill_backward, args=(dataset, data, episodes[half:], send))
-        child.start()
-        lengths = fill_forward(dataset, data, episodes[:half]) + receive.recv()
-        child.join()
-    else:
-        lengths = fill_forward(dataset, data, episodes)
+    obs_dim, act_dim = dataset.observation_space.shape[0], dataset.action_space.shape[0]
+    data = np.empty((dataset.total_steps, 2 * obs_dim + act_dim + 2), dtype=np.float32)
+    lengths, row = [], 0
+    for episode in dataset.iterate_episodes():
+        rows = transition_rows(episode)
+        data[row:row + len(rows)] = rows
+        row += len(rows)
+        lengths.append(len(rows))
     episode_ends = np.cumsum(lengths)
-    assert episode_ends[-1] == dataset.total_steps, "episode lengths do not add up to total_steps"
+    if row != dataset.total_steps:
+        raise DatasetError(f"dataset '{dataset.spec.dataset_id}' says it holds {dataset.total_steps} steps, "
+                           f"its episodes hold {row}; the dataset files are damaged")
+    where = first_non_finite(data, obs_dim, act_dim, episode_ends, list(dataset.episode_indices))
+    if where:
+        raise DatasetError(f"dataset '{dataset.spec.dataset_id}' holds a NaN or infinity in {where}; "
+                           f"clean the dataset before training on it")
     return ReplayBuffer(torch.from_numpy(data).to(device), obs_dim, act_dim, episode_ends)
+
+
+def evaluation_env(dataset: minari.MinariDataset) -> gym.Env:
+    """The dataset's evaluation environment, checked against the dataset's spaces."""
+    dataset_id = dataset.spec.dataset_id
+    try:
+        env = dataset.recover_environment(eval_env=True)
+    except Exception as err:  # no env spec stored, an env id gymnasium does not know, missing extras
+        reason = (str(err).splitlines() or [""])[0]
+        raise DatasetError(f"dataset '{dataset_id}' names no environment this machine can make "
+                           f"({type(err).__name__}: {reason}); it cannot be evaluated") from None
+    for name in ("observation_space", "action_space"):
+        ours, theirs = getattr(env, name), getattr(dataset, name)
+        if not isinstance(ours, gym.spaces.Box) or ours.shape != theirs.shape or (
+                name == "action_space" and not (np.allclose(ours.low, theirs.low) and np.allclose(ours.high, theirs.high))):
+            raise DatasetError(f"dataset '{dataset_id}': its evaluation environment {env.spec.id} has "
+                               f"{name} {ours}, the data has {theirs}")
+    return env
 
 
 def get_buffer_and_environments_for_task(dataset_id: str, device: torch.device
                                          ) -> tuple[ReplayBuffer, gym.Env]:
-    """The dataset's replay buffer and its evaluation environment."""
+    """The dataset's replay buffer and its evaluation environment (Problem 1.1)."""
     dataset = load_dataset(dataset_id)
-    return dataset_to_buffer(dataset, device), dataset.recover_environment(eval_env=True)
+    return dataset_to_buffer(dataset, device), evaluation_env(dataset)
 
 
 def reference_scores(dataset: minari.MinariDataset) -> tuple[float | None, float | None]:

@@ -1,4 +1,9 @@
 """Tiny real Minari datasets, rolled out in the real Hopper-v5 and written with Minari's own API."""
+import os
+
+if "DISPLAY" not in os.environ:  # headless, as runner.py: MuJoCo renders the video tests through EGL
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
 import gymnasium as gym
 import minari
 import numpy as np
@@ -33,18 +38,27 @@ def rollout(env: gym.Env, episode_id: int, seed: int, max_steps: int) -> Episode
                          truncations=np.array(truncations))
 
 
-def write_dataset(root, dataset_id: str = DATASET_ID, max_steps=(8,) + (200,) * 15) -> minari.MinariDataset:
+def write_dataset(root, dataset_id: str = DATASET_ID, max_steps=(8,) + (200,) * 15, episodes=None,
+                  eval_env=None) -> minari.MinariDataset:
     """A dataset of len(max_steps) Hopper-v5 episodes under `root` (a MINARI_DATASETS_PATH).
 
     The first episode (8 steps) is cut by the time limit; random actions make Hopper fall
     long before 200 steps, so the others end in termination (about 200 transitions in all).
+    `episodes` replaces the rollouts (e.g. damaged copies of them); `eval_env` the evaluation env.
     """
     env = gym.make("Hopper-v5")
-    episodes = [rollout(env, k, seed=k, max_steps=steps) for k, steps in enumerate(max_steps)]
-    return minari.create_dataset_from_buffers(dataset_id, episodes, env=env, eval_env=env.spec,
+    if episodes is None:
+        episodes = rollout_episodes(max_steps)
+    return minari.create_dataset_from_buffers(dataset_id, episodes, env=env, eval_env=eval_env or env.spec,
                                               algorithm_name="uniform random actions", author="tests",
                                               author_email="tests@localhost", code_permalink="tests/conftest.py",
                                               description="tiny test dataset")
+
+
+def rollout_episodes(max_steps=(8,) + (200,) * 15) -> list[EpisodeBuffer]:
+    """The tiny dataset's episodes, before they are written."""
+    env = gym.make("Hopper-v5")
+    return [rollout(env, k, seed=k, max_steps=steps) for k, steps in enumerate(max_steps)]
 
 
 @pytest.fixture

@@ -3,9 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from utils import (DatasetError, dataset_to_buffer, discounted_returns, evaluate,
-                   get_buffer_and_environments_for_task)
-from conftest import DATASET_ID
+import gymnasium as gym
+import imageio_ffmpeg
+import minari
+
+from utils import (DatasetError, dataset_to_buffer, discounted_returns, evaluate, evaluation_env,
+                   get_buffer_and_environments_for_task, load_dataset, record_video)
+from conftest import DATASET_ID, rollout_episodes, write_dataset
 
 CPU = torch.device("cpu")
 
@@ -71,17 +75,95 @@ def test_unknown_dataset_offline_is_one_clear_error(minari_root):
     assert "test/hopper/no-such-dataset-v0" in str(err.value)
 
 
+def still_policy(obs: np.ndarray) -> np.ndarray:
+    """Zero torque: Hopper falls over within a few dozen steps."""
+    return np.zeros((len(obs), 3), dtype=np.float32)
+
+
+def still_episode_length(env: gym.Env, seed: int) -> int:
+    """Steps of one zero-torque episode, stepped by hand until termination or the time limit."""
+    env.reset(seed=seed)
+    for t in range(1, 10_000):
+        _, _, terminated, truncated, _ = env.step(np.zeros(3, dtype=np.float32))
+        if terminated or truncated:
+            return t
+    raise AssertionError("the episode never ended")
+
+
 def test_evaluate_runs_each_episode_to_its_end(tiny_dataset):
     env = tiny_dataset.recover_environment(eval_env=True)
-    steps = []
+    running = []  # episodes still running at each time step
 
-    def still_policy(obs: np.ndarray) -> np.ndarray:
-        steps.append(len(obs))
-        return np.zeros((len(obs), 3), dtype=np.float32)
-    returns = evaluate(still_policy, env, episodes=3, seed=0)
-    assert returns.shape == (3,)
-    # Hopper with zero torque falls and terminates; each step it earns about +1 while healthy
-    assert np.all(returns > 0)
-    assert steps[0] == 3 and min(steps) >= 1
-    again = evaluate(still_policy, env, episodes=3, seed=0)
-    np.testing.assert_array_equal(returns, again)  # same seeds, same episodes
+    def policy(obs: np.ndarray) -> np.ndarray:
+        running.append(len(obs))
+        return still_policy(obs)
+    returns = evaluate(policy, env, episodes=3, seed=0)
+    lengths = [still_episode_length(gym.make("Hopper-v5"), seed) for seed in range(3)]
+    # each episode took part in exactly the steps up to its own end, no fewer, no more
+    assert running == [sum(length > t for length in lengths) for t in range(max(lengths))]
+    assert returns.shape == (3,) and np.all(returns > 0)  # about +1 per step while healthy
+    np.testing.assert_array_equal(returns, evaluate(still_policy, env, episodes=3, seed=0))  # same seeds
+
+
+def test_video_of_an_episode_has_one_frame_per_four_steps_and_the_first(tmp_path):
+    env = gym.make("Hopper-v5")
+    path = str(tmp_path / "videos" / "step0.mp4")
+    frames = record_video(still_policy, env, path, seed=3)
+    steps = still_episode_length(gym.make("Hopper-v5"), seed=3)
+    assert frames == 1 + steps // 4  # Hopper runs at 125 Hz: every 4th state plays at ~31 fps
+    assert imageio_ffmpeg.count_frames_and_secs(path)[0] == frames
+
+
+def damaged_dataset(root, field: str, episode: int, step: int) -> minari.MinariDataset:
+    """The tiny dataset with one NaN written into `field` at (episode, step)."""
+    episodes = rollout_episodes()
+    values = getattr(episodes[episode], field).astype(np.float64)
+    values[(step, 0) if values.ndim == 2 else step] = np.nan
+    episodes[episode] = episodes[episode]._replace(**{field: values}) if hasattr(episodes[episode], "_replace") \
+        else type(episodes[episode])(**{**vars(episodes[episode]), field: values})
+    return write_dataset(root, episodes=episodes)
+
+
+@pytest.mark.parametrize("field, step", [("observations", 5), ("observations", 0), ("actions", 2), ("rewards", 4)])
+def test_a_nan_in_the_data_is_found_at_load_naming_field_episode_and_step(minari_root, field, step):
+    dataset = damaged_dataset(minari_root, field, episode=2, step=step)
+    with pytest.raises(DatasetError, match=f"NaN or infinity in {field} of episode 2, step {step};"):
+        dataset_to_buffer(dataset, CPU)
+
+
+def test_a_nan_in_the_last_observation_is_found_too(minari_root):
+    episodes = rollout_episodes()
+    last = len(episodes[3].observations) - 1  # only ever a next_obs, never an obs
+    dataset = damaged_dataset(minari_root, "observations", episode=3, step=last)
+    with pytest.raises(DatasetError, match=f"observations of episode 3, step {last};"):
+        dataset_to_buffer(dataset, CPU)
+
+
+def test_a_discrete_action_space_is_refused_at_load(minari_root):
+    env = gym.make("CartPole-v1")
+    obs, _ = env.reset(seed=0)
+    observations, actions = [obs], []
+    for _ in range(5):
+        actions.append(0)
+        observations.append(env.step(0)[0])
+    from minari.data_collector import EpisodeBuffer
+    episode = EpisodeBuffer(id=0, seed=0, observations=np.array(observations), actions=np.array(actions),
+                            rewards=np.ones(5), terminations=np.zeros(5, bool), truncations=np.eye(5, dtype=bool)[-1])
+    minari.create_dataset_from_buffers("test/cartpole/tiny-v0", [episode], env=env, algorithm_name="zeros")
+    with pytest.raises(DatasetError, match="Discrete.* action space; this code trains on flat Box"):
+        load_dataset("test/cartpole/tiny-v0")
+
+
+def test_an_evaluation_env_whose_spaces_differ_from_the_data_is_refused(minari_root):
+    dataset = write_dataset(minari_root, max_steps=(8, 20), eval_env="Walker2d-v5")
+    with pytest.raises(DatasetError, match="Walker2d-v5 has observation_space"):
+        evaluation_env(dataset)
+
+
+def test_a_dataset_without_an_environment_cannot_be_evaluated(minari_root):
+    env = gym.make("Hopper-v5")
+    minari.create_dataset_from_buffers("test/hopper/noenv-v0", rollout_episodes((8, 20)), env=None,
+                                       observation_space=env.observation_space, action_space=env.action_space,
+                                       algorithm_name="random")
+    with pytest.raises(DatasetError, match="names no environment"):
+        evaluation_env(minari.load_dataset("test/hopper/noenv-v0"))
