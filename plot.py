@@ -179,6 +179,12 @@ def show(value: object) -> str:
     return str(value)
 
 
+def natural_key(label: str) -> list:
+    """Sort key putting bc_weight=2.5 before bc_weight=10: the numbers in a label compared as numbers."""
+    parts = re.split(r"(\d+(?:\.\d+)?(?:e[+-]?\d+)?)", label)  # odd positions hold the numbers
+    return [float(part) if i % 2 else part for i, part in enumerate(parts)]
+
+
 def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
     """Runs grouped by every flag that changes what is learned or measured, labelled by the flags that differ."""
     by_key: dict[tuple, list[Run]] = {}
@@ -193,7 +199,7 @@ def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
                   for s in settings]
     else:  # one group: nothing to tell apart
         labels = [str(runs[0].meta.get("config") or "all runs")]
-    return dict(sorted(zip(labels, by_key.values()), key=lambda item: item[0]))
+    return dict(sorted(zip(labels, by_key.values()), key=lambda item: natural_key(item[0])))
 
 
 def completion(runs: list[Run]) -> tuple[int, int]:
@@ -383,10 +389,11 @@ def summary_table(rows: list[dict]) -> str:
     widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
              for line in [header, *cells]]
-    lines.append(f"IQM: mean of the middle half of the seeds; CI: 95% percentile bootstrap over seeds; "
-                 f"best: each seed's best evaluation; seeds: how many reached the final step")
-    lines.append("normalized: 100 (R - random) / (expert - random), from config.json's ref_min_score/ref_max_score"
-                 + (f"; {mark}{PROXY}: random {D4RL_HOPPER[0]}, expert {D4RL_HOPPER[1]}" if any(proxy) else ""))
+    lines.append("IQM: mean of the middle half of the seeds; CI: percentile bootstrap over seeds; "
+                 "best: each seed's best evaluation")
+    lines.append("normalized: 100 (R - random) / (expert - random), references from config.json"
+                 + (f"; {mark}{PROXY} where it has none: random {D4RL_HOPPER[0]}, expert {D4RL_HOPPER[1]}"
+                    if any(proxy) else ""))
     lines += [f"{row['group']}: {row['seeds_reached_final']} of {row['seeds']} seeds reached {row['final_step']}; "
               f"the final return of the others is their last evaluation"
               for row in rows if row["seeds_reached_final"] < row["seeds"]]

@@ -74,13 +74,13 @@ def test_runs_differing_only_in_seed_threads_or_workers_are_one_group_named_by_c
 @pytest.mark.parametrize("flag, values, labels", [
     ("lr", (1e-4, 3e-4), ["lr=0.0001", "lr=0.0003"]),
     ("total_steps", (3000, 6000), ["total_steps=3000", "total_steps=6000"]),
-    ("eval_episodes", (5, 10), ["eval_episodes=10", "eval_episodes=5"]),
-    ("hidden", ([64], [256, 256]), ["hidden=256,256", "hidden=64"])])
+    ("eval_episodes", (5, 10), ["eval_episodes=5", "eval_episodes=10"]),
+    ("hidden", ([64], [256, 256]), ["hidden=64", "hidden=256,256"])])
 def test_runs_differing_in_any_other_flag_are_kept_apart_and_labelled_by_it(tmp_path, flag, values, labels):
     for seed, value in enumerate(values):
         write_run(tmp_path, "td3", seed, **{flag: value})  # one config label for both: the flag must tell them apart
     groups = plot.group_runs(plot.load_runs(str(tmp_path)))
-    assert sorted(groups) == labels
+    assert list(groups) == labels  # in numeric order
     assert all(len(runs) == 1 for runs in groups.values())
 
 
@@ -142,6 +142,14 @@ def test_broken_folders_are_skipped_with_a_warning_and_the_others_plotted(tmp_pa
     assert (tmp_path / "summary.csv").exists()
 
 
+def test_a_broken_train_csv_is_skipped_with_a_warning_but_the_run_still_counts(tmp_path, capsys):
+    train = write_run(tmp_path, "td3", 0) / "train.csv"
+    train.write_text("step,q1\n1000,2.0\n2000")
+    runs = plot.load_runs(str(tmp_path))
+    assert len(runs) == 1 and runs[0].train is None
+    assert capsys.readouterr().err == f"plot.py: warning: skipping {train}: train.csv has a truncated or malformed row\n"
+
+
 def test_iqm_is_the_25_percent_trimmed_mean_with_a_bootstrap_ci_inside_the_seeds_range():
     iqm, low, high = plot.iqm_ci(np.array([1.0, 2.0, 3.0, 4.0, 100.0]))
     assert iqm == 3.0  # the outlier 100 (and the 1) are trimmed
@@ -173,6 +181,12 @@ def test_normalized_score_uses_config_json_references_else_the_d4rl_hopper_proxy
     assert proxy[0]["final_normalized_iqm"] == pytest.approx(50.0)
     assert "normalized final (D4RL hopper proxy)" in plot.summary_table(proxy).splitlines()[0]
     assert "proxy" not in plot.summary_table(with_refs)
+    write_run(tmp_path / "mixed", "td3", 0, returns=(500.0,), refs=(0.0, 1000.0))
+    write_run(tmp_path / "mixed", "td3_bc10", 0, returns=(500.0,), bc_weight=10.0)
+    table = plot.summary_table(plot.summary_rows(plot.group_runs(plot.load_runs(str(tmp_path / "mixed")))))
+    rows = {line.split()[0]: line for line in table.splitlines()}
+    assert "* 16.0" in rows["bc_weight=10"] and "*" not in rows["bc_weight=0"]  # the proxy row is marked
+    assert "* D4RL hopper proxy where it has none" in table
 
 
 def test_summary_is_printed_and_written_as_summary_csv_with_the_promised_columns(tmp_path, capsys):
