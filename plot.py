@@ -1,16 +1,20 @@
-"""Plot the runs runner.py wrote: evaluation return, Q over-estimation and training diagnostics.
+"""Figures and a summary table from the run folders runner.py writes.
 
-    python plot.py results/              # writes results/returns.png, q_values.png, diagnostics.png
-    python plot.py results/ --out figs   # writes them into figs/ instead
+    python plot.py results/                                  # figures and summary.csv into results/
+    python plot.py results/ --out figs --behaviour_return 1673
 
-Every folder below results_dir holding a progress.csv is one run; runs sharing the `config`
-label of their config.json (td3, td3_bc10, td3_cql5, ...) are seeds of one configuration.
+Every folder below results_dir holding a config.json or progress.csv is one run. Runs whose flags
+differ only in seed, seeds, workers, threads, device, results_dir, resume, video_every or log_every
+are seeds of one group, labelled by the flags that differ between the groups (bc_weight=10).
+Each seed is a thin line, the mean over seeds bold, the band the min-max over seeds. The summary
+gives each group's interquartile mean (IQM) over seeds with a 95% percentile-bootstrap interval.
 """
 import argparse
 import csv
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from functools import reduce
@@ -21,14 +25,51 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from scipy import stats
 
-REQUIRED_COLUMNS = ("step", "eval_return_mean")
-SYMLOG_DECADES = 3  # a y-axis spanning more orders of magnitude than this switches to symlog
+# Flags that change neither what is learned nor how it is measured: runs differing only here are seeds.
+NOT_IN_GROUP_KEY = frozenset({"seed", "seeds", "workers", "threads", "device", "results_dir", "resume",
+                              "video_every", "log_every"})
+D4RL_HOPPER = (-20.272305, 3234.3)  # D4RL's hopper random and expert returns: the proxy when config.json has none
+BOOTSTRAP_RESAMPLES = 2000
+SYMLOG_DECADES = 3  # an "auto" axis whose |values| span more orders of magnitude than this turns symlog
+SEED_WIDTH, MEAN_WIDTH = 0.7, 2.0
 STEP_LABEL = "training step (gradient updates)"
+CAPTION = "thin: each seed, bold: mean over the steps all seeds reached, band: min-max over seeds"
+# (title, metrics, y-scale): "log" for squared losses, "auto" turns symlog when values span decades
+RETURN_PANELS = (("eval_return_mean (undiscounted episode return)", ("eval_return_mean",), "linear"),)
+Q_PANELS = (("dataset_q: mean Q1 on dataset (s, a)", ("dataset_q",), "auto"),
+            ("policy_q: mean Q1 on (s, policy(s))", ("policy_q",), "auto"))
+DIAGNOSTIC_PANELS = (("bc_distance", ("bc_distance",), "auto"),
+                     ("eval_return_std (across evaluation episodes)", ("eval_return_std",), "linear"),
+                     ("time_s (wall clock)", ("time_s",), "linear"))
+TRAIN_PANELS = (("q1, q2, target_q (batch mean)", ("q1", "q2", "target_q"), "auto"),
+                ("td_loss", ("td_loss",), "log"),
+                ("critic_loss", ("critic_loss",), "log"),
+                ("CQL: Q on random / policy / data actions",
+                 ("cql_q_random", "cql_q_policy", "cql_q_data", "cql_logsumexp"), "auto"),
+                ("cql_penalty", ("cql_penalty",), "auto"),
+                ("cql_alpha", ("cql_alpha",), "auto"),
+                ("ddpg_loss, actor_loss", ("ddpg_loss", "actor_loss"), "auto"),
+                ("bc_loss", ("bc_loss",), "log"),
+                ("bc_weight", ("bc_weight",), "auto"))
+# across configurations one panel per metric, so colour can stand for the configuration
+TRAIN_METRIC_PANELS = tuple((name, (name,), scale) for _, names, scale in TRAIN_PANELS for name in names)
+METRIC_COLOURS = {name: matplotlib.colormaps["tab10"](i)
+                  for _, names, _ in TRAIN_PANELS for i, name in enumerate(names)}
+PROXY = "D4RL hopper proxy"
+SUMMARY_COLUMNS = ("group", "config", "seeds", "seeds_reached_final", "final_step",
+                   *(f"{when}_{kind}_{stat}" for when in ("final", "best") for kind in ("return", "normalized")
+                     for stat in ("iqm", "ci_low", "ci_high")),
+                   "normalized_reference", "final_dataset_q", "mc_return")
 
 
 class PlotError(Exception):
     """A problem with the input or output folders, reported as one line with exit status 2."""
+
+
+class BrokenRun(Exception):
+    """A run folder that cannot be read; it is skipped with a one-line warning."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -39,309 +80,353 @@ class Parser(argparse.ArgumentParser):
 
 
 @dataclass
-class RunLog:
-    """One run: its configuration label and progress.csv as column name -> values."""
-    label: str
-    columns: dict[str, np.ndarray]  # one value per evaluation; NaN where the cell was empty
-
-    def column(self, name: str) -> np.ndarray:
-        """The named metric, all NaN when this run did not log it."""
-        return self.columns.get(name, np.full(len(self.columns["step"]), math.nan))
+class Run:
+    """One run folder: config.json, its flags, progress.csv and train.csv (None if absent) as column -> values."""
+    dir: str
+    meta: dict
+    flags: dict
+    progress: dict[str, np.ndarray]
+    train: dict[str, np.ndarray] | None
 
 
 def build_parser() -> Parser:
-    """The positional folder and --out, each with its default."""
+    """The positional folder, --behaviour_return and --out, each with its default."""
     p = Parser(prog="plot.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results_dir", nargs="?", default="results",
-                   help="folder runner.py wrote runs into, searched recursively for progress.csv "
-                        "(default: results/, runner.py's --results_dir default)")
+                   help="folder runner.py wrote runs into, searched recursively (default: results/)")
     p.add_argument("--behaviour_return", type=float, default=None, metavar="RETURN",
-                   help="draw the dataset's own mean episode return as a dotted reference line in returns.png "
+                   help="the dataset's mean episode return, drawn as a reference line in returns.png "
                         "(the hopper-medium stand-in in ../shared/minari: 1673; default: no line)")
     p.add_argument("--out", metavar="DIR", default=None,
-                   help="folder for the PNG figures, created if missing (default: results_dir itself)")
+                   help="folder for the PNG figures and summary.csv, created if missing (default: results_dir)")
     return p
 
 
-def find_run_dirs(root: str) -> list[str]:
-    """Every folder at or below root that holds a progress.csv, sorted."""
-    if not os.path.isdir(root):
-        problem = "is a file, not a folder" if os.path.exists(root) else "does not exist"
-        raise PlotError(f"results_dir '{root}' {problem}; give the folder runner.py wrote (default: results/)")
-    run_dirs = sorted(d for d, _, files in os.walk(root) if "progress.csv" in files)
-    if not run_dirs:
-        raise PlotError(f"no run in '{root}': no progress.csv below it; run runner.py first "
-                        f"(it writes <results_dir>/<config>-seed<k>-<time>/progress.csv)")
-    return run_dirs
+def warn(message: str) -> None:
+    """One line on stderr; the other runs are still plotted."""
+    print(f"plot.py: warning: {message}", file=sys.stderr)
 
 
-def parse_row(path: str, line: int, header: list[str], cells: list[str]) -> list[float]:
-    """One CSV row as floats (empty cell -> NaN), or a PlotError naming the file and line."""
-    if len(cells) != len(header):
-        raise PlotError(f"{path} line {line}: {len(cells)} fields where the header has {len(header)}; "
-                        f"the row is truncated or malformed")
-    values = []
-    for name, cell in zip(header, cells):
-        try:
-            values.append(float(int(cell)) if name == "step" else float(cell) if cell else math.nan)
-        except ValueError:
-            kind = "an integer" if name == "step" else "a number"
-            raise PlotError(f"{path} line {line}: {name} '{cell}' is not {kind}") from None
-    return values
-
-
-def read_progress(path: str) -> dict[str, np.ndarray]:
-    """progress.csv as column name -> values, or a PlotError saying what is wrong with the file."""
+def read_csv(path: str, required: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """A CSV file as column -> floats (empty cell -> NaN); BrokenRun says what is wrong with it."""
+    name = os.path.basename(path)
     try:
         with open(path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if not header:
-                raise PlotError(f"{path} is empty; that run wrote no evaluation (rerun it or move it away)")
-            missing = [name for name in REQUIRED_COLUMNS if name not in header]
-            if missing:
-                raise PlotError(f"{path} has no column {', '.join(missing)}; "
-                                f"expected the header runner.py writes (step,eval_return_mean,...)")
-            # line_num is read after each row, so it is that row's line in the file
-            rows = [parse_row(path, reader.line_num, header, cells) for cells in reader if cells]
+            table = [row for row in csv.reader(f) if row]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise PlotError(f"cannot read {path}: {e}") from None
-    if not rows:
-        raise PlotError(f"{path} has a header but no rows; that run stopped before its first evaluation")
-    columns = dict(zip(header, np.array(rows).T))
-    steps = columns["step"]
-    back = np.flatnonzero(np.diff(steps) <= 0)
-    if back.size:  # seeds are aligned on their steps, which needs one row per step, in order
-        raise PlotError(f"{path}: step {steps[back[0] + 1]:.0f} follows step {steps[back[0]]:.0f}; "
-                        f"steps must increase")
-    columns["step"] = steps.astype(np.int64)
+        raise BrokenRun(f"cannot read {name}: {e}") from None
+    header, *rows = table or [[]]
+    missing = [column for column in required if column not in header]
+    problems = (("is empty", not header), (f"has no column {', '.join(missing)}", missing),
+                ("has a header but no rows", not rows),
+                ("has a truncated or malformed row", any(len(row) != len(header) for row in rows)))
+    problem = next((what for what, found in problems if found), None)
+    if problem:
+        raise BrokenRun(f"{name} {problem}")
+    try:
+        columns = dict(zip(header, np.array([[float(c) if c else math.nan for c in row] for row in rows]).T))
+    except ValueError as e:
+        raise BrokenRun(f"{name}: {e}") from None
+    if not (np.diff(columns["step"]) > 0).all() or not np.isfinite(columns["step"]).all():
+        raise BrokenRun(f"{name}: steps do not increase")  # seeds are aligned on their steps
     return columns
 
 
-def run_label(run_dir: str) -> str:
-    """The `config` label of config.json, else the folder name before `-seed` (td3_bc10-seed0-... -> td3_bc10)."""
+def read_run(run_dir: str) -> Run:
+    """One run folder; BrokenRun when its config.json or progress.csv is missing or unreadable."""
     try:
         with open(os.path.join(run_dir, "config.json")) as f:
-            label = json.load(f).get("config")
-        if isinstance(label, str) and label:
-            return label
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        pass  # a missing or broken config.json still leaves the folder name, which runner.py derives from it
-    return os.path.basename(os.path.normpath(run_dir)).partition("-seed")[0]
+            meta = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise BrokenRun(f"config.json: {e.strerror if isinstance(e, OSError) else e}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("flags"), dict):
+        raise BrokenRun("config.json has no 'flags' object")
+    progress = read_csv(os.path.join(run_dir, "progress.csv"), ("step", "eval_return_mean"))
+    train, train_path = None, os.path.join(run_dir, "train.csv")
+    if os.path.exists(train_path):
+        try:
+            train = read_csv(train_path, ("step",))
+        except BrokenRun as e:  # the returns in progress.csv are still worth plotting
+            warn(f"skipping {train_path}: {e}")
+    return Run(run_dir, meta, meta["flags"], progress, train)
 
 
-def load_runs(root: str) -> dict[str, list[RunLog]]:
-    """Every run below root, grouped by configuration label (labels sorted)."""
-    groups: dict[str, list[RunLog]] = {}
-    for run_dir in find_run_dirs(root):
-        run = RunLog(run_label(run_dir), read_progress(os.path.join(run_dir, "progress.csv")))
-        groups.setdefault(run.label, []).append(run)
-    return dict(sorted(groups.items()))
+def load_runs(root: str) -> list[Run]:
+    """Every readable run at or below root; a broken folder is skipped with a warning."""
+    if not os.path.isdir(root):
+        problem = "is a file, not a folder" if os.path.exists(root) else "does not exist"
+        raise PlotError(f"results_dir '{root}' {problem}; give the folder runner.py wrote (default: results/)")
+    run_dirs = sorted(d for d, _, files in os.walk(root) if {"config.json", "progress.csv"} & set(files))
+    runs = []
+    for run_dir in run_dirs:
+        try:
+            runs.append(read_run(run_dir))
+        except BrokenRun as e:
+            warn(f"skipping {run_dir}: {e}")
+    if not runs:
+        skipped = f" ({len(run_dirs)} skipped)" if run_dirs else ""
+        raise PlotError(f"no readable run in '{root}'{skipped}; run runner.py first "
+                        f"(it writes <results_dir>/<config>-seed<k>-<time>/progress.csv)")
+    return runs
 
 
-def seed_stats(runs: list[RunLog], name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Steps common to all seeds (where all logged a finite `name`), with the mean and std across seeds."""
-    steps = reduce(np.intersect1d, [run.columns["step"] for run in runs])
-    values = np.stack([run.column(name)[np.isin(run.columns["step"], steps)] for run in runs])  # (seeds, steps)
-    finite = np.isfinite(values).all(axis=0)
-    return steps[finite], values[:, finite].mean(axis=0), values[:, finite].std(axis=0)
+def show(value: object) -> str:
+    """A flag value for a label: 10 not 10.0, 256,256 for a list, exact enough to tell values apart."""
+    if isinstance(value, list):
+        return ",".join(show(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}" if float(f"{value:g}") == value else repr(value)
+    return str(value)
 
 
-def return_curve(runs: list[RunLog]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean eval return across seeds with its std across seeds; for one seed, the std across its episodes."""
-    steps, mean, std = seed_stats(runs, "eval_return_mean")
-    if len(runs) == 1:
-        run = runs[0]
-        std = run.column("eval_return_std")[np.isin(run.columns["step"], steps)]
-    return steps, mean, std
+def natural_key(label: str) -> list:
+    """Sort key putting bc_weight=2.5 before bc_weight=10: the numbers in a label compared as numbers."""
+    parts = re.split(r"(\d+(?:\.\d+)?(?:e[+-]?\d+)?)", label)  # odd positions hold the numbers
+    return [float(part) if i % 2 else part for i, part in enumerate(parts)]
 
 
-def legend_label(label: str, runs: list[RunLog]) -> str:
-    """`td3_bc10 (3 seeds)`."""
-    return f"{label} ({len(runs)} seed{'' if len(runs) == 1 else 's'})"
+def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs grouped by every flag that changes what is learned or measured, labelled by the flags that differ."""
+    by_key: dict[tuple, list[Run]] = {}
+    for run in runs:
+        key = tuple(sorted((k, json.dumps(v)) for k, v in run.flags.items() if k not in NOT_IN_GROUP_KEY))
+        by_key.setdefault(key, []).append(run)
+    settings = [dict(key) for key in by_key]  # flag -> its value as JSON; a flag older runs lack is absent
+    names = dict.fromkeys(name for run in runs for name in run.flags)  # runner.py's flag order
+    differing = [n for n in names if len({s.get(n) for s in settings}) > 1]
+    if differing:
+        labels = [" ".join(f"{n}={show(json.loads(s[n])) if n in s else 'unset'}" for n in differing)
+                  for s in settings]
+    else:  # one group: nothing to tell apart
+        labels = [str(runs[0].meta.get("config") or "all runs")]
+    return dict(sorted(zip(labels, by_key.values()), key=lambda item: natural_key(item[0])))
 
 
-def colours_for(labels: list[str]) -> dict[str, tuple]:
-    """One colour per configuration, the same in every figure."""
-    cmap = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
-    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+def completion(runs: list[Run]) -> tuple[int, int]:
+    """How many seeds reached the final step (total_steps, else the furthest any seed got), and that step."""
+    last_steps = [int(run.progress["step"][-1]) for run in runs]
+    target = runs[0].flags.get("total_steps")
+    target = int(target) if isinstance(target, (int, float)) else max(last_steps)
+    return sum(last >= target for last in last_steps), target
 
 
-def magnitudes(values: list[np.ndarray]) -> np.ndarray:
-    """The finite |v| of every array drawn on an axis."""
-    mags = np.abs(np.concatenate([np.zeros(0), *values]))
-    return mags[np.isfinite(mags)]
+def legend_label(label: str, runs: list[Run]) -> str:
+    """`bc_weight=10 (3 seeds)`, or `(3 seeds, 2 reached 100000)` when some stopped early."""
+    reached, target = completion(runs)
+    early = f", {reached} reached {target}" if reached < len(runs) else ""
+    return f"{label} ({len(runs)} seed{'' if len(runs) == 1 else 's'}{early})"
 
 
-def needs_symlog(values: list[np.ndarray]) -> bool:
-    """True when |values| span more than SYMLOG_DECADES orders of magnitude (|v| < 1 counts as 1)."""
-    mags = magnitudes(values)
-    return mags.size > 0 and mags.max() > 10 ** SYMLOG_DECADES * max(mags.min(), 1.0)
+def series(runs: list[Run], table: str, name: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(steps, values) of `name` in progress.csv or train.csv, finite values only, for each run that logged it."""
+    curves = []
+    for run in runs:
+        columns = getattr(run, table) or {}
+        finite = np.isfinite(columns.get(name, np.zeros(0)))
+        if finite.any():
+            curves.append((columns["step"][finite], columns[name][finite]))
+    return curves
 
 
-def set_symlog(ax: Axes, values: list[np.ndarray]) -> None:
-    """Symlog y-axis, linear only below the small drawn |v| (kept in [1e-3, 1]) so small losses get ticks."""
-    mags = magnitudes(values)
-    # a percentile, not the minimum: one band edge grazing zero should not add empty decades
-    small = np.percentile(mags[mags > 0], 5) if (mags > 0).any() else 1.0
-    ax.set_yscale("symlog", linthresh=10 ** np.clip(np.floor(np.log10(small)), -3, 0))
+def draw_seeds(ax: Axes, curves: list[tuple[np.ndarray, np.ndarray]], colour: tuple) -> list[np.ndarray]:
+    """Each seed thin up to where it stopped; the mean bold and the min-max band where all seeds have data."""
+    if not curves:
+        return []
+    if len(curves) > 1:
+        for steps, values in curves:
+            ax.plot(steps, values, color=colour, linewidth=SEED_WIDTH, alpha=0.6)
+    common = reduce(np.intersect1d, [steps for steps, _ in curves])
+    on_common = np.stack([values[np.isin(steps, common)] for steps, values in curves])  # (seeds, steps)
+    if len(curves) > 1:
+        ax.fill_between(common, on_common.min(axis=0), on_common.max(axis=0), color=colour, alpha=0.15, linewidth=0)
+    ax.plot(common, on_common.mean(axis=0), color=colour, linewidth=MEAN_WIDTH)
+    return [values for _, values in curves]
 
 
-def draw_band(ax: Axes, steps: np.ndarray, mean: np.ndarray, std: np.ndarray, colour: tuple,
-              linestyle: str = "-") -> list[np.ndarray]:
-    """A mean line with a shaded +- std band; returns what was drawn, for the y-scale decision."""
-    ax.plot(steps, mean, color=colour, linestyle=linestyle, linewidth=1.6)
-    ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
-    return [mean - std, mean + std]
-
-
-def new_figure(size: tuple[float, float], title: str, groups: dict[str, list[RunLog]],
-               colours: dict[str, tuple], extra: tuple[Line2D, ...] = ()) -> Figure:
-    """A titled figure with the configuration legend outside the axes, so it never covers a curve."""
-    # A bare Figure (no pyplot) renders PNGs with Agg: no screen needed, no global state to close.
-    fig = Figure(figsize=size, layout="constrained")
-    fig.suptitle(title)
-    handles = [Line2D([], [], color=colours[label], label=legend_label(label, runs)) for label, runs in groups.items()]
-    fig.legend(handles=handles + list(extra), loc="outside right center", fontsize="small")
-    return fig
-
-
-def figure_returns(groups: dict[str, list[RunLog]], colours: dict[str, tuple],
-                   behaviour_return: float | None = None) -> Figure:
-    """eval_return_mean vs step per configuration, +- std across seeds (or across episodes for one seed)."""
-    reference = () if behaviour_return is None else (
-        Line2D([], [], color="grey", linestyle=":", label=f"behaviour policy (dataset mean, {behaviour_return:g})"),)
-    fig = new_figure((9, 5), "Evaluation return: mean ± std across seeds (one seed: across its episodes)",
-                     groups, colours, reference)
-    ax = fig.add_subplot()
-    for label, runs in groups.items():
-        draw_band(ax, *return_curve(runs), colours[label])
-    if behaviour_return is not None:
-        ax.axhline(behaviour_return, color="grey", linestyle=":")
-    ax.set(xlabel=STEP_LABEL, ylabel="eval_return_mean (undiscounted episode return)")
-    ax.grid(alpha=0.3)
-    return fig
-
-
-def figure_q_values(groups: dict[str, list[RunLog]], colours: dict[str, tuple]) -> Figure:
-    """dataset_q (solid) against mc_return (dashed) per configuration: the gap is over-estimation."""
-    styles = (Line2D([], [], color="black", label="dataset_q: mean Q1 on dataset (s, a)"),
-              Line2D([], [], color="black", linestyle="--", label="mc_return: discounted return of those (s, a)"))
-    fig = new_figure((9, 5), "Q over-estimation: dataset_q (solid) vs mc_return (dashed), mean ± std across seeds",
-                     groups, colours, styles)
-    ax = fig.add_subplot()
-    drawn = []
-    for label, runs in groups.items():
-        drawn += draw_band(ax, *seed_stats(runs, "dataset_q"), colours[label])
-        drawn += draw_band(ax, *seed_stats(runs, "mc_return"), colours[label], linestyle="--")
-    symlog = needs_symlog(drawn)
-    if symlog:  # diverging offline Q reaches 1e3-1e5 and would flatten the MC returns (~100-300) to zero
-        set_symlog(ax, drawn)
-    ax.set(xlabel=STEP_LABEL, ylabel="Q value / discounted return" + (" (symlog scale)" if symlog else ""))
-    ax.grid(alpha=0.3)
-    return fig
-
-
-def plot_metric(ax: Axes, groups: dict[str, list[RunLog]], colours: dict[str, tuple],
-                name: str, symlog: bool = False) -> None:
-    """One diagnostics panel: `name` vs step per configuration, mean ± std across seeds."""
-    drawn = []
-    for label, runs in groups.items():
-        drawn += draw_band(ax, *seed_stats(runs, name), colours[label])
-    symlog = symlog or needs_symlog(drawn)
-    if symlog:
-        set_symlog(ax, drawn)
-    else:  # an offset like "+4.129" above the axis hides the actual size of the metric
+def set_scale(ax: Axes, drawn: list[np.ndarray], scale: str) -> None:
+    """Log y for losses, symlog for signed values spanning decades (diverging Q), else linear."""
+    values = np.concatenate([np.zeros(0), *drawn])
+    mags = np.abs(values)
+    if scale == "log" and values.size and (values > 0).all():
+        ax.set_yscale("log")
+    elif values.size and (scale == "log" or scale == "auto" and mags.max() > 10 ** SYMLOG_DECADES * max(mags.min(), 1)):
+        # a percentile, not the minimum: one value grazing zero should not add empty decades
+        small = np.percentile(mags[mags > 0], 5) if (mags > 0).any() else 1.0
+        ax.set_yscale("symlog", linthresh=10 ** np.clip(np.floor(np.log10(small)), -3, 0))
+    else:  # an offset like "+4.129" above the axis hides the size of the metric
         ax.ticklabel_format(axis="y", useOffset=False)
-    if not any(v.size for v in drawn):
-        ax.text(0.5, 0.5, f"no {name} logged", transform=ax.transAxes, ha="center", va="center")
-    ax.set(title=name + (" (symlog)" if symlog else ""), xlabel=STEP_LABEL, ylabel=name)
-    ax.grid(alpha=0.3)
 
 
-def plot_cql(ax: Axes, groups: dict[str, list[RunLog]], colours: dict[str, tuple]) -> None:
-    """cql_logsumexp (solid) and cql_data_q (dashed) for the configurations that log them."""
-    cql_groups = {label: runs for label, runs in groups.items()
-                  if any(np.isfinite(run.column("cql_logsumexp")).any() for run in runs)}
-    if not cql_groups:
-        ax.text(0.5, 0.5, "no CQL runs", transform=ax.transAxes, ha="center", va="center")
-    drawn = []
-    for label, runs in cql_groups.items():
-        drawn += draw_band(ax, *seed_stats(runs, "cql_logsumexp"), colours[label])
-        drawn += draw_band(ax, *seed_stats(runs, "cql_data_q"), colours[label], linestyle="--")
-    if needs_symlog(drawn):
-        set_symlog(ax, drawn)
-    ax.set(title="CQL: cql_logsumexp (solid) vs cql_data_q (dashed)", xlabel=STEP_LABEL, ylabel="Q value")
-    ax.grid(alpha=0.3)
+def grid_figure(title: str, groups: dict[str, list[Run]], table: str, panels: tuple,
+                colours: dict[str, tuple] | None = None, references: list[float] = (), what: str = "") -> Figure | None:
+    """One panel per entry of `panels` that some run logged (None if none did), up to 4 per row.
 
-
-def figure_diagnostics(groups: dict[str, list[RunLog]], colours: dict[str, tuple]) -> Figure:
-    """2x2 grid: policy_q, bc_distance, critic_loss (symlog) and the CQL terms."""
-    fig = new_figure((13, 8), "Training diagnostics: mean ± std across seeds", groups, colours)
-    axes = fig.subplots(2, 2).ravel()
-    plot_metric(axes[0], groups, colours, "policy_q")
-    plot_metric(axes[1], groups, colours, "bc_distance")
-    plot_metric(axes[2], groups, colours, "critic_loss", symlog=True)
-    plot_cql(axes[3], groups, colours)
+    With `colours`, each group has its colour and a legend; without, each metric has its own (one group).
+    """
+    def colour_of(label: str, name: str) -> tuple:
+        return colours[label] if colours else METRIC_COLOURS[name]
+    present = [(t, [n for n in names if any(series(runs, table, n) for runs in groups.values())], scale)
+               for t, names, scale in panels]
+    present = [panel for panel in present if panel[1]]
+    if not present:
+        return None
+    cols, rows = min(len(present), 4), math.ceil(len(present) / 4)
+    # A bare Figure (no pyplot) renders PNGs with Agg: no screen needed, no global state to close.
+    fig = Figure(figsize=(4.3 * cols + 3, 3.3 * rows + 0.9), layout="constrained")
+    fig.suptitle(f"{title}\n{CAPTION}", fontsize="medium")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(present):]:
+        fig.delaxes(ax)
+    for ax, (panel_title, names, scale) in zip(axes, present):
+        drawn = [v for label, runs in groups.items() for name in names
+                 for v in draw_seeds(ax, series(runs, table, name), colour_of(label, name))]
+        set_scale(ax, drawn, scale)
+        ax.set(title=panel_title, xlabel=STEP_LABEL)
+        ax.grid(alpha=0.3)
+        if not colours and len(names) > 1:
+            ax.legend(handles=[Line2D([], [], color=METRIC_COLOURS[n], linewidth=MEAN_WIDTH, label=n) for n in names],
+                      fontsize="small")
+    for ax in axes[1:len(present)]:
+        draw_references(ax, references, what)
+    reference_lines = draw_references(axes[0], references, what)
+    if colours:  # outside the axes, so the legend never covers a curve
+        handles = [Line2D([], [], color=colours[label], linewidth=MEAN_WIDTH, label=legend_label(label, runs))
+                   for label, runs in groups.items()]
+        fig.legend(handles=handles + reference_lines, loc="outside right center", fontsize="small")
     return fig
 
 
-def summary_table(groups: dict[str, list[RunLog]]) -> str:
-    """Per configuration: seeds, last step, final and best eval return, final dataset_q, mc_return."""
-    width = max(len("config"), *(len(label) for label in groups))
-    lines = [f"{'config':<{width}}  seeds  last step  final return +- std  best return  final dataset_q  mc_return"]
+def draw_references(ax: Axes, values: list[float], what: str) -> list[Line2D]:
+    """One grey line per distinct value (to 4 significant digits), labelled for the legend."""
+    distinct = sorted({float(f"{v:.4g}") for v in values if math.isfinite(v)})
+    styles = (":", "-.", (0, (5, 5)))
+    return [ax.axhline(v, color="grey", linestyle=styles[i % 3], linewidth=1.2, label=f"{what} = {v:g}")
+            for i, v in enumerate(distinct)]
+
+
+def file_safe(label: str) -> str:
+    """A label as part of a file name: bc_weight=10 cql_alpha=5 -> bc_weight=10_cql_alpha=5."""
+    return re.sub(r"[^\w.=+-]+", "_", label).strip("_") or "run"
+
+
+def make_figures(groups: dict[str, list[Run]], behaviour_return: float | None) -> dict[str, Figure]:
+    """File name -> figure: returns, q_values, diagnostics, and the training curves where train.csv exists."""
+    cmap = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"]
+    colours = {label: cmap(i % cmap.N) for i, label in enumerate(groups)}
+    mc_returns = [v for runs in groups.values() for run in runs for v in run.progress.get("mc_return", [])]
+    figures = {
+        "returns.png": grid_figure("Evaluation return", groups, "progress", RETURN_PANELS, colours,
+                                   [] if behaviour_return is None else [behaviour_return], "behaviour policy return"),
+        "q_values.png": grid_figure("Q of dataset and policy actions against the dataset's Monte-Carlo return",
+                                    groups, "progress", Q_PANELS, colours, mc_returns, "mc_return of dataset (s, a)"),
+        "diagnostics.png": grid_figure("Diagnostics", groups, "progress", DIAGNOSTIC_PANELS, colours),
+        "training_curves.png": grid_figure("Training curves (train.csv: means over log_every updates)",
+                                           groups, "train", TRAIN_METRIC_PANELS, colours)}
+    figures |= {f"training_curves_{file_safe(label)}.png": grid_figure(
+        f"Training curves: {legend_label(label, runs)}", {label: runs}, "train", TRAIN_PANELS)
+        for label, runs in groups.items()}
+    return {name: fig for name, fig in figures.items() if fig is not None}
+
+
+def iqm_ci(x: np.ndarray) -> tuple[float, float, float]:
+    """IQM over seeds and its 95% percentile-bootstrap interval (NaN for one seed), as rliable defines them."""
+    iqm = float(stats.trim_mean(x, 0.25))
+    if len(x) < 2:
+        return iqm, math.nan, math.nan
+    ci = stats.bootstrap((x,), lambda s, axis: stats.trim_mean(s, 0.25, axis=axis), method="percentile",
+                         n_resamples=BOOTSTRAP_RESAMPLES, rng=np.random.default_rng(0)).confidence_interval
+    return iqm, float(ci.low), float(ci.high)
+
+
+def reference_scores(meta: dict) -> tuple[float, float, str]:
+    """(random, expert, source) for the normalized score: config.json's, else D4RL hopper's as a proxy."""
+    low, high = meta.get("ref_min_score"), meta.get("ref_max_score")
+    if isinstance(low, (int, float)) and isinstance(high, (int, float)) and high != low:
+        return low, high, "config.json"
+    return *D4RL_HOPPER, PROXY
+
+
+def mean_of_last(runs: list[Run], name: str) -> float:
+    """The mean over seeds of each seed's last finite value of a progress.csv column (NaN if none logged it)."""
+    last = [values[-1] for _, values in series(runs, "progress", name)]
+    return float(np.mean(last)) if last else math.nan
+
+
+def summary_rows(groups: dict[str, list[Run]]) -> list[dict]:
+    """One row per group with SUMMARY_COLUMNS: seeds, final and best return (IQM, CI), normalized, Q."""
+    rows = []
     for label, runs in groups.items():
-        last_steps = sorted({int(run.columns["step"][-1]) for run in runs})
-        final = np.array([run.columns["eval_return_mean"][-1] for run in runs])
-        spread = final.std() if len(runs) > 1 else runs[0].column("eval_return_std")[-1]
-        best = return_curve(runs)[1]
-        steps = str(last_steps[0]) if len(last_steps) == 1 else f"{last_steps[0]}-{last_steps[-1]}"
-        lines.append(f"{label:<{width}}  {len(runs):>5}  {steps:>9}  {final.mean():>10.1f} +- {spread:<6.1f}"
-                     f"  {best.max() if best.size else math.nan:>11.1f}"
-                     f"  {np.mean([run.column('dataset_q')[-1] for run in runs]):>15.4g}"
-                     f"  {np.mean([run.column('mc_return')[-1] for run in runs]):>9.4g}")
-    lines.append("(+- is the std across seeds; for a single seed, across its evaluation episodes)")
+        reached, target = completion(runs)
+        random, expert, source = reference_scores(runs[0].meta)
+        returns = series(runs, "progress", "eval_return_mean")
+        row = {"group": label, "config": runs[0].meta.get("config", ""), "seeds": len(runs),
+               "seeds_reached_final": reached, "final_step": target, "normalized_reference": source,
+               "final_dataset_q": mean_of_last(runs, "dataset_q"), "mc_return": mean_of_last(runs, "mc_return")}
+        for when, per_seed in (("final", [v[-1] for _, v in returns]), ("best", [v.max() for _, v in returns])):
+            stat = iqm_ci(np.array(per_seed))
+            row |= dict(zip((f"{when}_return_iqm", f"{when}_return_ci_low", f"{when}_return_ci_high"), stat))
+            row |= {f"{when}_normalized_{s}": 100 * (v - random) / (expert - random)
+                    for s, v in zip(("iqm", "ci_low", "ci_high"), stat)}
+        rows.append(row)
+    return rows
+
+
+def interval(row: dict, prefix: str) -> str:
+    """`910.0 [880.5, 940.2]`, or the IQM alone for one seed."""
+    iqm, low, high = (row[f"{prefix}_{s}"] for s in ("iqm", "ci_low", "ci_high"))
+    return f"{iqm:.1f}" if math.isnan(low) else f"{iqm:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def summary_table(rows: list[dict]) -> str:
+    """The summary rows as an aligned text table, with footnotes on the statistics and early stops."""
+    proxy = [row["normalized_reference"] == PROXY for row in rows]
+    mark = "" if all(proxy) else "* "  # mixed references: mark the rows that use the proxy
+    header = ["group", "seeds reached final", "final return IQM [95% CI]", "best return IQM [95% CI]",
+              f"normalized final{f' ({PROXY})' if all(proxy) else ''}", "final dataset_q", "mc_return"]
+    cells = [[row["group"], f"{row['seeds_reached_final']} of {row['seeds']}", interval(row, "final_return"),
+              interval(row, "best_return"), mark * p + interval(row, "final_normalized"),
+              f"{row['final_dataset_q']:.4g}", f"{row['mc_return']:.4g}"] for row, p in zip(rows, proxy)]
+    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+             for line in [header, *cells]]
+    lines.append("IQM: mean of the middle half of the seeds; CI: percentile bootstrap over seeds; "
+                 "best: each seed's best evaluation")
+    lines.append("normalized: 100 (R - random) / (expert - random), references from config.json"
+                 + (f"; {mark}{PROXY} where it has none: random {D4RL_HOPPER[0]}, expert {D4RL_HOPPER[1]}"
+                    if any(proxy) else ""))
+    lines += [f"{row['group']}: {row['seeds_reached_final']} of {row['seeds']} seeds reached {row['final_step']}; "
+              f"the final return of the others is their last evaluation"
+              for row in rows if row["seeds_reached_final"] < row["seeds"]]
     return "\n".join(lines)
 
 
-def prepare_out_dir(out: str) -> None:
-    """Create --out if missing; a PlotError if it is a file or cannot be made."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise PlotError(f"--out '{out}' is a file; give a folder (created if missing) or leave --out off")
+def write_outputs(figures: dict[str, Figure], rows: list[dict], out: str) -> list[str]:
+    """Write the figures and summary.csv into out; returns their paths."""
+    paths = [os.path.join(out, name) for name in [*figures, "summary.csv"]]
     try:
         os.makedirs(out, exist_ok=True)
+        for path, fig in zip(paths, figures.values()):
+            fig.savefig(path, dpi=110)
+        with open(paths[-1], "w", newline="") as f:
+            writer = csv.DictWriter(f, SUMMARY_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
     except OSError as e:
-        raise PlotError(f"--out '{out}' cannot be created: {e.strerror}") from None
-
-
-def write_figures(groups: dict[str, list[RunLog]], out: str, behaviour_return: float | None = None) -> list[str]:
-    """Write returns.png, q_values.png and diagnostics.png into out; returns their paths."""
-    colours = colours_for(list(groups))
-    figures = {"returns.png": figure_returns(groups, colours, behaviour_return),
-               "q_values.png": figure_q_values(groups, colours),
-               "diagnostics.png": figure_diagnostics(groups, colours)}
-    paths = []
-    for name, fig in figures.items():
-        paths.append(os.path.join(out, name))
-        try:
-            fig.savefig(paths[-1], dpi=110)
-        except OSError as e:
-            raise PlotError(f"cannot write {paths[-1]}: {e.strerror}") from None
+        raise PlotError(f"cannot write into --out '{out}': {e.strerror}") from None
     return paths
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Read every run, write the three figures, print the summary table; 2 on a one-line error."""
+    """Read every run, write the figures and summary.csv, print the summary; 2 on a one-line error."""
     args = build_parser().parse_args(argv)
     try:
-        groups = load_runs(args.results_dir)
-        out = args.out or args.results_dir
-        prepare_out_dir(out)
-        paths = write_figures(groups, out, args.behaviour_return)
+        groups = group_runs(load_runs(args.results_dir))
+        rows = summary_rows(groups)
+        paths = write_outputs(make_figures(groups, args.behaviour_return), rows, args.out or args.results_dir)
     except PlotError as e:
         print(f"plot.py: error: {e}", file=sys.stderr)
         return 2
-    print(summary_table(groups))
+    print(summary_table(rows))
     print("\n".join(f"wrote {path}" for path in paths))
     return 0
 

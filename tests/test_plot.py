@@ -1,4 +1,4 @@
-"""plot.py as a specification: what it draws from runner.py's folders, and how it refuses bad input."""
+"""plot.py as a specification: how it groups run folders, what it draws, what its summary says."""
 import csv
 import json
 import subprocess
@@ -7,228 +7,288 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.collections import PolyCollection
 
 import plot
-from runner import CSV_COLUMNS as COLUMNS  # the logger's own header: plot.py must read what runner.py writes
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-FIGURES = ("returns.png", "q_values.png", "diagnostics.png")
+PROGRESS = ("step", "eval_return_mean", "eval_return_std", "dataset_q", "mc_return", "policy_q", "bc_distance",
+            "time_s")
+TRAIN = ("step", "q1", "q2", "target_q", "td_loss", "critic_loss", "ddpg_loss", "bc_loss", "bc_weight", "actor_loss")
+CQL = ("cql_penalty", "cql_logsumexp", "cql_q_random", "cql_q_policy", "cql_q_data", "cql_alpha")
+FLAGS = {"agent": "td3", "total_steps": 3000, "bc_weight": 0.0, "bc_alpha": 2.5, "cql_alpha": 0.0, "hidden": [256, 256],
+         "seed": 0, "seeds": None, "workers": 1, "threads": 0, "lr": 3e-4, "gamma": 0.99, "eval_every": 1000,
+         "eval_episodes": 10, "log_every": 1000, "video_every": 0, "device": "auto", "results_dir": "results"}
 
 
-def write_run(root: Path, config: str, seed: int, steps=(1000, 2000, 3000), q_growth: float = 1.0,
-              cql: bool = False, folder: str | None = None) -> Path:
-    """A run folder as runner.py leaves it: config.json, progress.csv and a checkpoint to ignore."""
-    run_dir = root / (folder or f"{config}-seed{seed}-20260101-120000")
+def write_run(root: Path, name: str, seed: int = 0, returns=(300.0, 600.0, 900.0), mc_return: float = 280.0,
+              train: bool = True, cql: bool = False, refs=(None, None), **flags) -> Path:
+    """A run folder as runner.py writes it: config.json, progress.csv (one row per 1000 steps), train.csv."""
+    run_dir = root / f"{name}-seed{seed}"
     run_dir.mkdir(parents=True)
-    flags = {"seed": seed, "bc_weight": 0.0, "cql_alpha": 5.0 if cql else 0.0, "gamma": 0.99}
-    (run_dir / "config.json").write_text(json.dumps({"flags": flags, "config": config, "device": "cpu"}))
-    (run_dir / "checkpoint.pt").write_bytes(b"not a csv")
+    config = {"flags": FLAGS | {"seed": seed} | flags, "config": name, "device": "cpu", "dataset_transitions": 100,
+              "ref_min_score": refs[0], "ref_max_score": refs[1]}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    steps = [1000 * (i + 1) for i in range(len(returns))]
     with open(run_dir / "progress.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS, restval="")
-        writer.writeheader()
-        for i, step in enumerate(steps, 1):
-            q = 10.0 * q_growth ** i
-            row = {"step": step, "eval_return_mean": 300.0 * i + 10 * seed, "eval_return_std": 20.0 + i,
-                   "dataset_q": q, "mc_return": 280.0 + seed, "policy_q": 1.1 * q, "bc_distance": 0.1 * i,
-                   "critic_loss": 0.05 * q, "actor_loss": -q, "time_s": 3.5 * i}
-            if cql:
-                row |= {"cql_penalty": 1.0, "cql_logsumexp": q + 3.0, "cql_data_q": q}
-            writer.writerow(row)
+        writer = csv.writer(f)
+        writer.writerow(PROGRESS)
+        writer.writerows([s, r, 20.0, 10.0 * s / 1000, mc_return, 12.0, 0.1, 3.0] for s, r in zip(steps, returns))
+    if train:
+        columns = TRAIN + CQL * cql
+        with open(run_dir / "train.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            writer.writerows([s] + [0.5 + s / 1000] * (len(columns) - 1) for s in steps)
     return run_dir
 
 
-def snapshot(root: Path) -> dict[Path, bytes]:
-    """Every file below root with its bytes, to show an error changed nothing."""
-    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+def figures_of(root: Path, behaviour_return: float | None = None) -> dict:
+    """The figures plot.py makes of the runs below root, by file name."""
+    return plot.make_figures(plot.group_runs(plot.load_runs(str(root))), behaviour_return)
 
 
-def assert_valid_png(path: Path) -> None:
-    """A real PNG with something drawn in it."""
-    data = path.read_bytes()
-    assert data[:8] == PNG_SIGNATURE, path
-    assert len(data) > 10_000, path
+def panel(fig, title_start: str):
+    """The axes of fig whose title starts with title_start."""
+    return next(ax for ax in fig.axes if ax.get_title().startswith(title_start))
 
 
-def assert_one_line_error(capsys, argv: list[str], *fragments: str) -> str:
-    """main(argv) exits 2 with one line on stderr that names every fragment, and prints no figure."""
+def lines_of_width(ax, width: float) -> list:
+    """The lines drawn with this width: plot.SEED_WIDTH for one seed, plot.MEAN_WIDTH for a mean."""
+    return [line for line in ax.get_lines() if line.get_linewidth() == width]
+
+
+def horizontal_lines(ax, y: float) -> list:
+    """Reference lines (axhline) drawn at height y."""
+    return [line for line in ax.get_lines() if list(line.get_ydata()) == [y, y]]
+
+
+def test_runs_differing_only_in_seed_threads_or_workers_are_one_group_named_by_config(tmp_path):
+    write_run(tmp_path, "td3_bc10", 0, bc_weight=10.0)
+    write_run(tmp_path, "td3_bc10", 1, bc_weight=10.0, threads=4, workers=3, device="cuda", log_every=500)
+    groups = plot.group_runs(plot.load_runs(str(tmp_path)))
+    assert {label: len(runs) for label, runs in groups.items()} == {"td3_bc10": 2}
+
+
+@pytest.mark.parametrize("flag, values, labels", [
+    ("lr", (1e-4, 3e-4), ["lr=0.0001", "lr=0.0003"]),
+    ("total_steps", (3000, 6000), ["total_steps=3000", "total_steps=6000"]),
+    ("eval_episodes", (5, 10), ["eval_episodes=5", "eval_episodes=10"]),
+    ("hidden", ([64], [256, 256]), ["hidden=64", "hidden=256,256"])])
+def test_runs_differing_in_any_other_flag_are_kept_apart_and_labelled_by_it(tmp_path, flag, values, labels):
+    for seed, value in enumerate(values):
+        write_run(tmp_path, "td3", seed, **{flag: value})  # one config label for both: the flag must tell them apart
+    groups = plot.group_runs(plot.load_runs(str(tmp_path)))
+    assert list(groups) == labels  # in numeric order
+    assert all(len(runs) == 1 for runs in groups.values())
+
+
+def test_labels_name_every_differing_flag_and_a_flag_older_runs_lack(tmp_path):
+    write_run(tmp_path, "td3_cql5", 0, cql_alpha=5.0, cql_policy_actions=False)
+    write_run(tmp_path, "td3_cql5b", 0, cql_alpha=5.0, cql_policy_actions=True)
+    write_run(tmp_path, "td3", 0)
+    labels = list(plot.group_runs(plot.load_runs(str(tmp_path))))
+    assert labels == ["cql_alpha=0 cql_policy_actions=unset", "cql_alpha=5 cql_policy_actions=False",
+                      "cql_alpha=5 cql_policy_actions=True"]
+    assert len({plot.file_safe(label) for label in labels}) == 3
+    assert all(" " not in plot.file_safe(label) for label in labels)
+
+
+def test_band_is_the_min_max_over_seeds_never_outside_their_values(tmp_path):
+    seeds = [(100.0, 900.0, 400.0), (100.0, 200.0, 800.0), (400.0, 200.0, 450.0)]  # mean ± std would leave these
+    for seed, returns in enumerate(seeds):
+        write_run(tmp_path, "td3", seed, returns=returns)
+    ax = figures_of(tmp_path)["returns.png"].axes[0]
+    values = np.array(seeds)  # (seeds, steps)
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 1
+    for x, y in bands[0].get_paths()[0].vertices:
+        column = values[:, round(x / 1000) - 1]
+        assert column.min() - 1e-9 <= y <= column.max() + 1e-9
+    mean = lines_of_width(ax, plot.MEAN_WIDTH)[0]
+    np.testing.assert_allclose(mean.get_ydata(), values.mean(axis=0))
+    assert len(lines_of_width(ax, plot.SEED_WIDTH)) == 3
+
+
+def test_a_run_that_stopped_early_keeps_the_others_whole_and_is_flagged(tmp_path):
+    write_run(tmp_path, "td3", 0)
+    write_run(tmp_path, "td3", 1)
+    write_run(tmp_path, "td3", 2, returns=(250.0, 550.0))  # stopped at 2000 of total_steps 3000
+    ax = figures_of(tmp_path)["returns.png"].axes[0]
+    assert sorted(line.get_xdata()[-1] for line in lines_of_width(ax, plot.SEED_WIDTH)) == [2000, 3000, 3000]
+    assert list(lines_of_width(ax, plot.MEAN_WIDTH)[0].get_xdata()) == [1000, 2000]  # where all three have data
+    groups = plot.group_runs(plot.load_runs(str(tmp_path)))
+    row = plot.summary_rows(groups)[0]
+    assert (row["seeds"], row["seeds_reached_final"], row["final_step"]) == (3, 2, 3000)
+    assert "2 of 3 seeds reached 3000" in plot.summary_table([row])
+    assert "2 reached 3000" in plot.legend_label("td3", groups["td3"])
+
+
+def test_broken_folders_are_skipped_with_a_warning_and_the_others_plotted(tmp_path, capsys):
+    write_run(tmp_path, "td3", 0, train=False)
+    (write_run(tmp_path, "bad_json", 0) / "config.json").write_text("{")
+    (write_run(tmp_path, "empty_csv", 0) / "progress.csv").write_text("")
+    (write_run(tmp_path, "bad_csv", 0) / "progress.csv").write_text("step,eval_return_mean\n1000,x\n")
+    no_config = write_run(tmp_path, "no_config", 0)
+    (no_config / "config.json").unlink()
+    assert plot.main([str(tmp_path)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4
+    for name in ("bad_json", "empty_csv", "bad_csv", "no_config"):
+        assert any(line.startswith(f"plot.py: warning: skipping {tmp_path / name}-seed0: ") for line in err), name
+    for name in ("returns.png", "q_values.png", "diagnostics.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_SIGNATURE
+    assert (tmp_path / "summary.csv").exists()
+
+
+def test_a_broken_train_csv_is_skipped_with_a_warning_but_the_run_still_counts(tmp_path, capsys):
+    train = write_run(tmp_path, "td3", 0) / "train.csv"
+    train.write_text("step,q1\n1000,2.0\n2000")
+    runs = plot.load_runs(str(tmp_path))
+    assert len(runs) == 1 and runs[0].train is None
+    assert capsys.readouterr().err == f"plot.py: warning: skipping {train}: train.csv has a truncated or malformed row\n"
+
+
+def test_iqm_is_the_25_percent_trimmed_mean_with_a_bootstrap_ci_inside_the_seeds_range():
+    iqm, low, high = plot.iqm_ci(np.array([1.0, 2.0, 3.0, 4.0, 100.0]))
+    assert iqm == 3.0  # the outlier 100 (and the 1) are trimmed
+    assert 1.0 <= low <= iqm <= high <= 100.0
+    assert plot.iqm_ci(np.array([1.0, 2.0, 3.0, 4.0, 100.0])) == (iqm, low, high)  # fixed random state
+
+
+def test_one_seed_has_no_confidence_interval(tmp_path):
+    write_run(tmp_path, "td3", 0)
+    row = plot.summary_rows(plot.group_runs(plot.load_runs(str(tmp_path))))[0]
+    assert row["final_return_iqm"] == 900.0 and np.isnan(row["final_return_ci_low"])
+    assert "[" not in plot.summary_table([row]).splitlines()[1]
+
+
+def test_best_return_is_each_seeds_best_evaluation(tmp_path):
+    write_run(tmp_path, "td3", 0, returns=(100.0, 700.0, 200.0))
+    write_run(tmp_path, "td3", 1, returns=(500.0, 100.0, 300.0))
+    row = plot.summary_rows(plot.group_runs(plot.load_runs(str(tmp_path))))[0]
+    assert (row["final_return_iqm"], row["best_return_iqm"]) == (250.0, 600.0)
+
+
+def test_normalized_score_uses_config_json_references_else_the_d4rl_hopper_proxy(tmp_path):
+    write_run(tmp_path / "refs", "td3", 0, returns=(500.0,), refs=(0.0, 1000.0))
+    write_run(tmp_path / "proxy", "td3", 0, returns=(-20.272305 + 0.5 * (3234.3 + 20.272305),))
+    with_refs = plot.summary_rows(plot.group_runs(plot.load_runs(str(tmp_path / "refs"))))
+    proxy = plot.summary_rows(plot.group_runs(plot.load_runs(str(tmp_path / "proxy"))))
+    assert with_refs[0]["final_normalized_iqm"] == pytest.approx(50.0)
+    assert with_refs[0]["normalized_reference"] == "config.json"
+    assert proxy[0]["final_normalized_iqm"] == pytest.approx(50.0)
+    assert "normalized final (D4RL hopper proxy)" in plot.summary_table(proxy).splitlines()[0]
+    assert "proxy" not in plot.summary_table(with_refs)
+    write_run(tmp_path / "mixed", "td3", 0, returns=(500.0,), refs=(0.0, 1000.0))
+    write_run(tmp_path / "mixed", "td3_bc10", 0, returns=(500.0,), bc_weight=10.0)
+    table = plot.summary_table(plot.summary_rows(plot.group_runs(plot.load_runs(str(tmp_path / "mixed")))))
+    rows = {line.split()[0]: line for line in table.splitlines()}
+    assert "* 16.0" in rows["bc_weight=10"] and "*" not in rows["bc_weight=0"]  # the proxy row is marked
+    assert "* D4RL hopper proxy where it has none" in table
+
+
+def test_summary_is_printed_and_written_as_summary_csv_with_the_promised_columns(tmp_path, capsys):
+    for seed in range(3):
+        write_run(tmp_path, "td3", seed, returns=(300.0, 600.0, 900.0 + seed), train=False)
+    out = tmp_path / "figs"
+    assert plot.main([str(tmp_path), "--out", str(out)]) == 0
+    assert "td3" in capsys.readouterr().out
+    with open(out / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    promised = ("group", "seeds", "seeds_reached_final", "final_step", "final_return_iqm", "final_return_ci_low",
+                "final_return_ci_high", "best_return_iqm", "best_return_ci_low", "best_return_ci_high",
+                "final_normalized_iqm", "normalized_reference", "final_dataset_q", "mc_return")
+    assert set(promised) <= set(rows[0])
+    assert (rows[0]["group"], rows[0]["seeds"], float(rows[0]["final_return_iqm"])) == ("td3", "3", 901.0)
+    assert float(rows[0]["final_dataset_q"]) == 30.0 and float(rows[0]["mc_return"]) == 280.0
+
+
+def test_training_curves_per_group_and_across_groups_come_from_train_csv(tmp_path):
+    write_run(tmp_path, "td3", 0)
+    write_run(tmp_path, "td3_cql5", 0, cql_alpha=5.0, cql=True)
+    figures = figures_of(tmp_path)
+    per_group = {"training_curves_cql_alpha=0.png", "training_curves_cql_alpha=5.png"}
+    assert {"training_curves.png", *per_group} <= set(figures)
+    td3 = [ax.get_title() for ax in figures["training_curves_cql_alpha=0.png"].axes]
+    assert "td_loss" in td3 and not any("cql" in title.lower() for title in td3)  # absent columns: no panel
+    cql = figures["training_curves_cql_alpha=5.png"]
+    assert panel(cql, "CQL").get_legend() is not None and panel(cql, "td_loss").get_yscale() == "log"
+    assert panel(figures["training_curves.png"], "critic_loss").get_yscale() == "log"
+
+
+def test_training_curves_are_skipped_quietly_without_train_csv(tmp_path, capsys):
+    write_run(tmp_path, "td3", 0, train=False)
+    assert plot.main([str(tmp_path)]) == 0
+    assert capsys.readouterr().err == ""
+    assert not list(tmp_path.glob("training_curves*.png"))
+    assert (tmp_path / "returns.png").exists()
+
+
+def test_diverging_q_is_drawn_on_symlog_and_calm_q_on_a_linear_axis(tmp_path):
+    write_run(tmp_path / "calm", "td3", 0)
+    assert figures_of(tmp_path / "calm")["q_values.png"].axes[0].get_yscale() == "linear"
+    progress = write_run(tmp_path / "diverged", "td3", 0) / "progress.csv"
+    progress.write_text(progress.read_text().replace(",30.0,", ",3e6,"))
+    assert figures_of(tmp_path / "diverged")["q_values.png"].axes[0].get_yscale() == "symlog"
+
+
+def test_mc_return_line_is_drawn_once_per_distinct_value_and_labelled(tmp_path):
+    write_run(tmp_path, "td3", 0)
+    write_run(tmp_path, "td3_bc10", 0, bc_weight=10.0)  # same seed, same dataset pairs: same MC return
+    fig = figures_of(tmp_path)["q_values.png"]
+    assert len(horizontal_lines(fig.axes[0], 280.0)) == 1
+    write_run(tmp_path, "td3", 1, mc_return=300.0)
+    fig = figures_of(tmp_path)["q_values.png"]
+    assert len(horizontal_lines(fig.axes[0], 280.0)) == 1 and len(horizontal_lines(fig.axes[0], 300.0)) == 1
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert [text for text in legend if text.startswith("mc_return")] == ["mc_return of dataset (s, a) = 280",
+                                                                          "mc_return of dataset (s, a) = 300"]
+
+
+def test_behaviour_return_is_one_labelled_reference_line(tmp_path):
+    write_run(tmp_path, "td3", 0)
+    write_run(tmp_path, "td3_bc10", 0, bc_weight=10.0)
+    fig = figures_of(tmp_path, behaviour_return=1673.0)["returns.png"]
+    assert len(horizontal_lines(fig.axes[0], 1673.0)) == 1
+    assert "behaviour policy return = 1673" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def assert_one_line_error(capsys, argv: list[str], *fragments: str) -> None:
+    """main(argv) exits 2 with one `plot.py: error:` line naming every fragment, and writes nothing."""
     assert plot.main(argv) == 2
     out, err = capsys.readouterr()
     assert err.startswith("plot.py: error: ") and err.count("\n") == 1, err
-    for fragment in fragments:
-        assert fragment in err
+    assert all(fragment in err for fragment in fragments), err
     assert "wrote" not in out
-    return err
 
 
-@pytest.fixture
-def results(tmp_path: Path) -> Path:
-    """A results folder with three seeds of td3_bc10, one diverging td3 run and one CQL run."""
-    root = tmp_path / "results"
-    for seed in range(3):
-        write_run(root, "td3_bc10", seed)
-    write_run(root, "td3", 0, q_growth=30.0)
-    write_run(root, "td3_cql5", 0, cql=True)
-    return root
+def test_missing_results_dir_is_a_one_line_error(tmp_path, capsys):
+    assert_one_line_error(capsys, [str(tmp_path / "nope")], str(tmp_path / "nope"), "does not exist")
 
 
-def test_writes_return_q_and_diagnostic_figures_into_the_results_folder(results, capsys):
-    assert plot.main([str(results)]) == 0
-    out = capsys.readouterr().out
-    assert "td3_bc10" in out  # the summary table
-    for name in FIGURES:
-        assert_valid_png(results / name)
-        assert f"wrote {results / name}" in out
+def test_folder_without_runs_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("no runs here")
+    assert_one_line_error(capsys, [str(tmp_path)], "no readable run", "run runner.py first")
 
 
-def test_summary_table_gives_seeds_final_and_best_return_q_and_mc_return(results):
-    table = plot.summary_table(plot.load_runs(str(results)))
-    rows = {line.split()[0]: line.split() for line in table.splitlines()}
-    # config, seeds, last step, final mean, +-, std across seeds, best, final dataset_q, mc_return
-    assert rows["td3_bc10"] == ["td3_bc10", "3", "3000", "910.0", "+-", "8.2", "910.0", "10", "281"]
-    assert rows["td3"][1:3] == ["1", "3000"] and rows["td3"][5] == "23.0"  # one seed: episode std
-
-
-def test_seeds_of_one_config_are_grouped_and_labelled_with_their_count(results):
-    groups = plot.load_runs(str(results))
-    assert {label: len(runs) for label, runs in groups.items()} == {"td3": 1, "td3_bc10": 3, "td3_cql5": 1}
-    fig = plot.figure_returns(groups, plot.colours_for(list(groups)))
-    legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert legend == ["td3 (1 seed)", "td3_bc10 (3 seeds)", "td3_cql5 (1 seed)"]
-
-
-def test_seed_mean_and_std_are_taken_on_the_steps_all_seeds_reached(tmp_path):
-    write_run(tmp_path, "td3_bc10", 0, steps=(1000, 2000, 3000))
-    write_run(tmp_path, "td3_bc10", 1, steps=(1000, 2000))  # stopped early
-    steps, mean, std = plot.seed_stats(plot.load_runs(str(tmp_path))["td3_bc10"], "eval_return_mean")
-    np.testing.assert_array_equal(steps, [1000, 2000])
-    np.testing.assert_allclose(mean, [305.0, 605.0])
-    np.testing.assert_allclose(std, [5.0, 5.0])
-
-
-def test_one_seed_band_is_the_std_across_its_episodes(tmp_path):
-    write_run(tmp_path, "td3", 0)
-    _, mean, std = plot.return_curve(plot.load_runs(str(tmp_path))["td3"])
-    np.testing.assert_allclose(mean, [300.0, 600.0, 900.0])
-    np.testing.assert_allclose(std, [21.0, 22.0, 23.0])
-
-
-def test_q_figure_uses_symlog_only_when_q_blows_up(results, tmp_path):
-    calm = tmp_path / "calm"
-    write_run(calm, "td3_bc10", 0)
-    for root, scale in ((results, "symlog"), (calm, "linear")):
-        groups = plot.load_runs(str(root))
-        assert plot.figure_q_values(groups, plot.colours_for(list(groups))).axes[0].get_yscale() == scale
-
-
-def test_each_config_keeps_its_colour_in_every_figure(results):
-    groups = plot.load_runs(str(results))
-    colours = plot.colours_for(list(groups))
-    q_lines = plot.figure_q_values(groups, colours).axes[0].get_lines()
-    cql_lines = plot.figure_diagnostics(groups, colours).axes[3].get_lines()
-    assert q_lines[2].get_color() == colours["td3_bc10"]  # lines go dataset_q, mc_return per config
-    assert q_lines[3].get_color() == colours["td3_bc10"] and q_lines[3].get_linestyle() == "--"
-    assert [line.get_color() for line in cql_lines] == [colours["td3_cql5"]] * 2
-
-
-def test_cql_panel_says_so_when_no_run_uses_cql(tmp_path):
-    write_run(tmp_path, "td3", 0)
-    groups = plot.load_runs(str(tmp_path))
-    cql_panel = plot.figure_diagnostics(groups, plot.colours_for(list(groups))).axes[3]
-    assert [t.get_text() for t in cql_panel.texts] == ["no CQL runs"]
-    assert cql_panel.get_lines() == []
-
-
-def test_nested_runs_are_found_and_other_files_ignored(tmp_path):
-    write_run(tmp_path / "sweep-lr", "td3", 0)
-    (tmp_path / "sweep.csv").write_text("lr,return\n0.1,5\n")
-    (tmp_path / "notes.txt").write_text("random file")
-    assert list(plot.load_runs(str(tmp_path))) == ["td3"]
-
-
-def test_missing_or_broken_config_json_falls_back_to_the_folder_name(tmp_path):
-    (write_run(tmp_path, "ignored", 0, folder="td3_bcauto-seed0-20260101-120000") / "config.json").unlink()
-    (write_run(tmp_path, "ignored", 1, folder="td3_bcauto-seed1-20260101-120000") / "config.json").write_text("{")
-    assert {label: len(runs) for label, runs in plot.load_runs(str(tmp_path)).items()} == {"td3_bcauto": 2}
-
-
-def test_missing_results_dir_is_a_one_line_error_naming_it(tmp_path, capsys):
-    assert_one_line_error(capsys, [str(tmp_path / "nope")], "results_dir", str(tmp_path / "nope"), "does not exist")
-
-
-def test_empty_folder_is_a_one_line_error_saying_to_run_runner_first(tmp_path, capsys):
-    (tmp_path / "sweep.csv").write_text("lr\n")
-    assert_one_line_error(capsys, [str(tmp_path)], str(tmp_path), "run runner.py first")
-    assert not (tmp_path / "returns.png").exists()
-
-
-def test_truncated_csv_names_the_file_and_leaves_everything_untouched(results, capsys):
-    progress = results / "td3-seed0-20260101-120000" / "progress.csv"
-    progress.write_text(progress.read_text() + "4000,1200.5,20.1,9")
-    (results / "returns.png").write_bytes(b"an older figure")
-    before = snapshot(results)
-    assert_one_line_error(capsys, [str(results)], str(progress), "line 5", "truncated")
-    assert snapshot(results) == before
-
-
-def test_header_only_csv_is_an_error(tmp_path, capsys):
-    progress = write_run(tmp_path, "td3", 0, steps=()) / "progress.csv"
-    assert_one_line_error(capsys, [str(tmp_path)], str(progress), "no rows")
-
-
-def test_empty_csv_is_an_error(tmp_path, capsys):
-    progress = write_run(tmp_path, "td3", 0) / "progress.csv"
-    progress.write_text("")
-    assert_one_line_error(capsys, [str(tmp_path)], str(progress), "empty")
-
-
-def test_csv_without_eval_return_names_the_missing_column(tmp_path, capsys):
-    progress = write_run(tmp_path, "td3", 0) / "progress.csv"
-    progress.write_text("step,dataset_q\n1000,5.0\n")
-    assert_one_line_error(capsys, [str(tmp_path)], str(progress), "eval_return_mean")
-
-
-def test_non_numeric_step_is_an_error(tmp_path, capsys):
-    progress = write_run(tmp_path, "td3", 0) / "progress.csv"
-    lines = progress.read_text().splitlines()
-    lines[2] = "x" + lines[2]
-    progress.write_text("\n".join(lines) + "\n")
-    assert_one_line_error(capsys, [str(tmp_path)], str(progress), "line 3", "step 'x2000'")
-
-
-def test_out_that_is_a_file_is_a_one_line_error(results, capsys):
-    target = results.parent / "figure.png"
+def test_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    write_run(tmp_path / "results", "td3", 0)
+    target = tmp_path / "figure.png"
     target.write_bytes(b"keep me")
-    assert_one_line_error(capsys, [str(results), "--out", str(target)], "--out", str(target))
+    assert_one_line_error(capsys, [str(tmp_path / "results"), "--out", str(target)], "--out", str(target))
     assert target.read_bytes() == b"keep me"
 
 
-def test_command_line_end_to_end(results, tmp_path):
-    out = tmp_path / "figs"
-    done = subprocess.run([sys.executable, str(REPO / "plot.py"), str(results), "--out", str(out)],
-                          capture_output=True, text=True, timeout=60)
+def test_command_line_end_to_end(tmp_path):
+    for seed in range(2):
+        write_run(tmp_path / "results", "td3", seed)
+    done = subprocess.run([sys.executable, str(REPO / "plot.py"), str(tmp_path / "results"), "--out",
+                           str(tmp_path / "figs"), "--behaviour_return", "1673"], capture_output=True, text=True,
+                          timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "td3_bc10" in done.stdout
-    for name in FIGURES:
-        assert_valid_png(out / name)
-
-
-def test_steps_that_go_back_are_an_error(tmp_path, capsys):
-    progress = write_run(tmp_path, "td3", 0, steps=(1000, 3000, 2000)) / "progress.csv"
-    assert_one_line_error(capsys, [str(tmp_path)], str(progress), "step 2000 follows step 3000")
-
-
-def test_critic_loss_is_always_on_a_symlog_axis(tmp_path):
-    write_run(tmp_path, "td3_bc10", 0)
-    groups = plot.load_runs(str(tmp_path))
-    panels = plot.figure_diagnostics(groups, plot.colours_for(list(groups))).axes
-    assert [ax.get_title() for ax in panels[:3]] == ["policy_q", "bc_distance", "critic_loss (symlog)"]
-    assert panels[2].get_yscale() == "symlog"
-
-
-def test_behaviour_return_is_drawn_as_a_labelled_reference_line(results):
-    groups = plot.load_runs(str(results))
-    fig = plot.figure_returns(groups, plot.colours_for(list(groups)), 1673.0)
-    legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert "behaviour policy (dataset mean, 1673)" in legend
-    assert any(list(line.get_ydata()) == [1673.0, 1673.0] for line in fig.axes[0].get_lines())
+    assert "final return IQM [95% CI]" in done.stdout
+    for name in ("returns.png", "q_values.png", "diagnostics.png", "training_curves.png", "training_curves_td3.png"):
+        data = (tmp_path / "figs" / name).read_bytes()
+        assert data[:8] == PNG_SIGNATURE and len(data) > 10_000, name
