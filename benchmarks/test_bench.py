@@ -1,89 +1,101 @@
-"""bench.py's roofline rests on its FLOP count (checked against a count by hand) and on its
-matmul calls computing the products they stand for; --against imports an older commit beside
-this tree."""
+"""bench.py: its matmul count is the one torch counts in a real update, its roofline computes
+those products, and --against reads its value as a git revision only."""
+import importlib.util
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-import networks
-import td3_agent
-from bench import bench_against, flops, load_revision, matmul_kernels, roofline_calls, update_matmuls
-from td3_agent import TD3Config
-from utils import dataset_to_buffer
+import bench
+from td3_agent import TD3Agent, TD3Config
 
-B = 256
+# The fixtures minari_root and tiny_dataset of tests/conftest.py, loaded by path under a name of
+# their own: a benchmarks/conftest.py would take the module name `conftest`, which tests/ imports from.
+_spec = importlib.util.spec_from_file_location("tests_conftest", os.path.join(bench.REPO, "tests", "conftest.py"))
+_tests_conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_tests_conftest)
+minari_root, tiny_dataset = _tests_conftest.minari_root, _tests_conftest.tiny_dataset
+
+in_git = subprocess.run(["git", "-C", bench.REPO, "rev-parse", "HEAD"], capture_output=True).returncode == 0
+needs_git = pytest.mark.skipif(not in_git, reason="--against reads git history: not a git checkout")
+TINY = ["--dataset", "test/hopper/tiny-v0", "--rounds", "1", "--batch_size", "16", "--hidden", "8", "8"]
 
 
-def dense(rows: int, sizes: list[int]) -> int:
-    """FLOPs of one pass of matmuls through an MLP: 2 * rows * sum(fan_in * fan_out)."""
-    return 2 * rows * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+def error_line(capsys, argv: list[str]) -> str:
+    """The last stderr line of bench.py run with argv, which must exit with status 2."""
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(argv)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1]
 
 
-@pytest.mark.parametrize("cql_alpha, rows", [(0.0, B), (5.0, B * 11)])
-def test_update_flops_match_a_hand_count(cql_alpha, rows):
-    actor, critic = [11, 256, 256, 3], [14, 256, 256, 1]
-    # Every update: mu'(s') and both Q' forward; both Q on `rows` pairs (the batch, plus 10
-    # uniform actions per state with CQL): forward, weight gradients of every layer, input
-    # gradients of layers 2 and 3 (the first layer's input is data).
-    critic_step = (dense(B, actor) + 2 * dense(B, critic)
-                   + 2 * (2 * dense(rows, critic) + dense(rows, critic[1:])))
-    # Actor step: mu(s) forward, weight gradients, input gradients of layers 2-3; Q1(s, mu(s))
-    # forward and input gradients of every layer (dQ/da reaches the actor through layer 1).
-    actor_step = 2 * dense(B, actor) + dense(B, actor[1:]) + 2 * dense(B, critic)
-    every, delayed = update_matmuls(TD3Config(cql_alpha=cql_alpha), B, obs_dim=11, act_dim=3)
-    assert flops(every) == critic_step
-    assert flops(delayed) == actor_step
-    if cql_alpha == 0:
-        assert flops(every) + flops(delayed) / 2 == 403_767_296  # the 0.404 GFLOP bench.py prints
+@pytest.mark.parametrize("method", bench.METHODS)
+def test_update_matmul_flops_are_the_ones_torch_counts_in_an_update(method):
+    cfg, batch = TD3Config(**bench.METHODS[method]), 32
+    agent = TD3Agent(11, 3, -np.ones(3), np.ones(3), cfg, torch.device("cpu"))
+    data = (torch.randn(batch, 11), torch.rand(batch, 3) * 2 - 1, torch.randn(batch), torch.randn(batch, 11),
+            torch.ones(batch))
+    with FlopCounterMode(display=False) as counter:
+        for _ in range(cfg.policy_delay):  # the last one steps the actor too
+            agent.update(*data)
+    every, actor_step = bench.update_matmuls(cfg, batch, obs_dim=11, act_dim=3)
+    assert counter.get_total_flops() == cfg.policy_delay * bench.flops(every) + bench.flops(actor_step)
 
 
 def test_roofline_calls_compute_the_products_they_stand_for():
-    shapes = [(32, 14, 16), (32, 16, 16), (16, 32, 1), (32, 16, 16)]
-    for (m, k, n), kernels in ((shape, matmul_kernels(*shape)) for shape in shapes):
-        assert set(kernels) == ({"torch.matmul", "oneDNN"} if networks.ONEDNN else {"torch.matmul"})
-        products = [call() for call in kernels.values()]
-        for product in products:
-            assert product.shape == (m, n)
-            torch.testing.assert_close(product, products[0])
-    calls = roofline_calls(shapes)
-    for kind in ("fastest", "torch.matmul"):
-        assert [tuple(call().shape) for call in calls[kind]] == [(m, n) for m, _, n in shapes]
-
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-in_git = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True).returncode == 0
-needs_git = pytest.mark.skipif(not in_git, reason="--against reads git history: not a git checkout")
+    shapes = [(32, 14, 16), (16, 32, 14), (32, 16, 1), (32, 14, 16)]
+    calls = bench.roofline_calls(shapes)
+    with FlopCounterMode(display=False) as counter:
+        products = [call() for call in calls]
+    assert counter.get_total_flops() == bench.flops(shapes)
+    for call, product, (m, k, n) in zip(calls, products, shapes, strict=True):
+        assert product.shape == (m, n)
+        torch.testing.assert_close(product, call.args[0] @ call.args[1])
 
 
 @needs_git
-def test_load_revision_imports_that_commit_beside_this_tree():
-    old = load_revision("HEAD")
-    assert old is not td3_agent and old.Actor is not networks.Actor  # its own networks.py under it
-    assert not old.__file__.startswith(REPO)
-    assert sys.modules["td3_agent"] is td3_agent and sys.modules["networks"] is networks  # ours are back
-    agent = old.TD3Agent(11, 3, -np.ones(3), np.ones(3), old.TD3Config(hidden=(8, 8)), torch.device("cpu"))
-    metrics = agent.update(torch.randn(4, 11), torch.zeros(4, 3), torch.ones(4), torch.randn(4, 11), torch.ones(4))
-    assert torch.isfinite(metrics["critic_loss"])
+def test_against_an_unknown_revision_is_a_one_line_error(capsys):
+    line = error_line(capsys, ["--against", "no-such-rev"])
+    assert line.startswith("bench.py: error: --against 'no-such-rev': not a commit of this repository")
 
 
 @needs_git
-def test_bench_against_prints_a_speed_ratio_per_method(tiny_dataset, capsys):
-    buffer = dataset_to_buffer(tiny_dataset, torch.device("cpu"))
-    lines = bench_against(load_revision("HEAD"), "HEAD", buffer, -np.ones(3), np.ones(3), batch=16, rounds=2, steps=2)
-    assert [line.split()[0] for line in lines] == ["td3", "td3_bc", "cql"]
-    printed = capsys.readouterr().out.splitlines()
-    assert len(printed) == 3 and all(line.startswith("against HEAD: ") and "x as fast (quartiles" in line
-                                     for line in printed)
+def test_against_a_value_that_looks_like_a_git_option_is_refused_and_writes_nothing(tmp_path, capsys):
+    target = tmp_path / "written"
+    line = error_line(capsys, [f"--against=--output={target}"])
+    assert "not a commit of this repository" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_the_dataset_the_benchmark_is_a_one_line_error(minari_root, capsys):
+    line = error_line(capsys, ["--dataset", "test/hopper/absent-v0"])
+    assert line.startswith("bench.py: error: ") and "test/hopper/absent-v0" in line
 
 
 @needs_git
-def test_against_an_unknown_revision_is_a_one_line_error():
-    run = subprocess.run([sys.executable, os.path.join(REPO, "bench.py"), "--against", "no-such-rev"],
-                         capture_output=True, text=True, cwd=REPO)
-    assert run.returncode == 2
-    assert run.stderr.splitlines()[-1].startswith("bench.py: error: --against 'no-such-rev': git cannot show")
-    assert "Traceback" not in run.stderr
+def test_without_the_dataset_against_is_a_one_line_error(minari_root, capsys):
+    line = error_line(capsys, ["--against", "HEAD", "--dataset", "test/hopper/absent-v0"])
+    assert line.startswith("bench.py: error: ") and "test/hopper/absent-v0" in line
+
+
+@needs_git
+def test_against_head_prints_one_ratio_per_method(tiny_dataset, capsys):
+    assert bench.main(["--against", "HEAD", *TINY]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("against HEAD: ")]
+    assert [line.split()[2] for line in lines] == list(bench.METHODS)
+    assert all("x as fast (quartiles " in line for line in lines)
+
+
+OLD = "062c77b"  # the oneDNN MLP, and a TD3Config without cql_uniform_only
+has_old = in_git and subprocess.run(["git", "-C", bench.REPO, "cat-file", "-e", f"{OLD}^{{commit}}"]).returncode == 0
+
+
+@pytest.mark.skipif(not has_old, reason=f"needs commit {OLD} in the git history")
+def test_against_a_revision_without_cql_uniform_only_times_td3_and_skips_cql(tiny_dataset, capsys):
+    assert bench.main(["--against", OLD, *TINY]) == 0
+    lines = {line.split()[2]: line for line in capsys.readouterr().out.splitlines() if line.startswith("against ")}
+    assert all("x as fast" in lines[name] for name in ("td3", "td3_bc"))
+    assert all("skipped: its TD3Config has no cql_uniform_only" in lines[name] for name in ("cql", "cql_uniform"))
