@@ -1,0 +1,101 @@
+"""bench.py: its matmul count is the one torch counts in a real update, its roofline computes
+those products, and --against reads its value as a git revision only."""
+import importlib.util
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import bench
+from td3_agent import TD3Agent, TD3Config
+
+# The fixtures minari_root and tiny_dataset of tests/conftest.py, loaded by path under a name of
+# their own: a benchmarks/conftest.py would take the module name `conftest`, which tests/ imports from.
+_spec = importlib.util.spec_from_file_location("tests_conftest", os.path.join(bench.REPO, "tests", "conftest.py"))
+_tests_conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_tests_conftest)
+minari_root, tiny_dataset = _tests_conftest.minari_root, _tests_conftest.tiny_dataset
+
+in_git = subprocess.run(["git", "-C", bench.REPO, "rev-parse", "HEAD"], capture_output=True).returncode == 0
+needs_git = pytest.mark.skipif(not in_git, reason="--against reads git history: not a git checkout")
+TINY = ["--dataset", "test/hopper/tiny-v0", "--rounds", "1", "--batch_size", "16", "--hidden", "8", "8"]
+
+
+def error_line(capsys, argv: list[str]) -> str:
+    """The last stderr line of bench.py run with argv, which must exit with status 2."""
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(argv)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("method", bench.METHODS)
+def test_update_matmul_flops_are_the_ones_torch_counts_in_an_update(method):
+    cfg, batch = TD3Config(**bench.METHODS[method]), 32
+    agent = TD3Agent(11, 3, -np.ones(3), np.ones(3), cfg, torch.device("cpu"))
+    data = (torch.randn(batch, 11), torch.rand(batch, 3) * 2 - 1, torch.randn(batch), torch.randn(batch, 11),
+            torch.ones(batch))
+    with FlopCounterMode(display=False) as counter:
+        for _ in range(cfg.policy_delay):  # the last one steps the actor too
+            agent.update(*data)
+    every, actor_step = bench.update_matmuls(cfg, batch, obs_dim=11, act_dim=3)
+    assert counter.get_total_flops() == cfg.policy_delay * bench.flops(every) + bench.flops(actor_step)
+
+
+def test_roofline_calls_compute_the_products_they_stand_for():
+    shapes = [(32, 14, 16), (16, 32, 14), (32, 16, 1), (32, 14, 16)]
+    calls = bench.roofline_calls(shapes)
+    with FlopCounterMode(display=False) as counter:
+        products = [call() for call in calls]
+    assert counter.get_total_flops() == bench.flops(shapes)
+    for call, product, (m, k, n) in zip(calls, products, shapes, strict=True):
+        assert product.shape == (m, n)
+        torch.testing.assert_close(product, call.args[0] @ call.args[1])
+
+
+@needs_git
+def test_against_an_unknown_revision_is_a_one_line_error(capsys):
+    line = error_line(capsys, ["--against", "no-such-rev"])
+    assert line.startswith("bench.py: error: --against 'no-such-rev': not a commit of this repository")
+
+
+@needs_git
+def test_against_a_value_that_looks_like_a_git_option_is_refused_and_writes_nothing(tmp_path, capsys):
+    target = tmp_path / "written"
+    line = error_line(capsys, [f"--against=--output={target}"])
+    assert "not a commit of this repository" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_the_dataset_the_benchmark_is_a_one_line_error(minari_root, capsys):
+    line = error_line(capsys, ["--dataset", "test/hopper/absent-v0"])
+    assert line.startswith("bench.py: error: ") and "test/hopper/absent-v0" in line
+
+
+@needs_git
+def test_without_the_dataset_against_is_a_one_line_error(minari_root, capsys):
+    line = error_line(capsys, ["--against", "HEAD", "--dataset", "test/hopper/absent-v0"])
+    assert line.startswith("bench.py: error: ") and "test/hopper/absent-v0" in line
+
+
+@needs_git
+def test_against_head_prints_one_ratio_per_method(tiny_dataset, capsys):
+    assert bench.main(["--against", "HEAD", *TINY]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("against HEAD: ")]
+    assert [line.split()[2] for line in lines] == list(bench.METHODS)
+    assert all("x as fast (quartiles " in line for line in lines)
+
+
+OLD = "062c77b"  # the oneDNN MLP, and a TD3Config without cql_uniform_only
+has_old = in_git and subprocess.run(["git", "-C", bench.REPO, "cat-file", "-e", f"{OLD}^{{commit}}"]).returncode == 0
+
+
+@pytest.mark.skipif(not has_old, reason=f"needs commit {OLD} in the git history")
+def test_against_a_revision_without_cql_uniform_only_times_td3_and_skips_cql(tiny_dataset, capsys):
+    assert bench.main(["--against", OLD, *TINY]) == 0
+    lines = {line.split()[2]: line for line in capsys.readouterr().out.splitlines() if line.startswith("against ")}
+    assert all("x as fast" in lines[name] for name in ("td3", "td3_bc"))
+    assert all("skipped: its TD3Config has no cql_uniform_only" in lines[name] for name in ("cql", "cql_uniform"))
