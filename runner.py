@@ -287,7 +287,7 @@ def train(run: Run) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Parse the flags, build the run (or reopen --resume's), train; returns the exit status."""
     cfg, given = config.parse(argv)
-    if cfg.seeds:
+    if cfg.seeds and not cfg.resume:
         config.check_results_dir(cfg.results_dir)
         return sweep.run_seeds(given, cfg.workers)
     with contextlib.ExitStack() as held:  # the run folder's lock, let go when the run ends
