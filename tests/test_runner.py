@@ -12,22 +12,7 @@ import pytest
 import torch
 
 import runner
-from conftest import DATASET_ID
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = ["--dataset", DATASET_ID, "--batch_size", "32", "--hidden", "32", "32", "--eval_episodes", "2",
-        "--device", "cpu", "--video_every", "0"]
-
-
-def read_csv(path: str) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def only_run(results) -> str:
-    runs = os.listdir(results)
-    assert len(runs) == 1, runs
-    return os.path.join(results, runs[0])
+from helpers import FAST, ROOT, only_run, read_csv, short_run
 
 
 def test_short_run_writes_config_csv_and_checkpoints(tiny_dataset, tmp_path):
@@ -119,45 +104,6 @@ def test_results_dir_that_is_a_file_is_refused_and_kept(tiny_dataset, tmp_path, 
     assert a_file.read_text() == "precious"
 
 
-@pytest.mark.parametrize("damage", ["garbage", "old_format"])
-def test_resume_from_a_checkpoint_it_cannot_restore_is_a_one_line_error_keeping_the_csv(
-        tiny_dataset, tmp_path, capsys, damage):
-    results = tmp_path / "results"
-    assert runner.main([*FAST, "--total_steps", "20", "--eval_every", "10", "--results_dir", str(results)]) == 0
-    run_dir = only_run(results)
-    checkpoint = os.path.join(run_dir, "checkpoint.pt")
-    if damage == "garbage":
-        with open(checkpoint, "wb") as f:
-            f.write(b"not a checkpoint")
-    else:  # as written before the agent had its own Adam: torch.optim state, no "t"
-        state = torch.load(checkpoint, weights_only=False)
-        state["agent"]["critic_opt"] = {"state": {}, "param_groups": []}
-        torch.save(state, checkpoint)
-    csv_path = Path(run_dir, "progress.csv")
-    csv_before = csv_path.read_text()
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        runner.main(["--resume", run_dir, "--total_steps", "30"])  # a finished run would not be restored
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--resume" in err and "checkpoint.pt cannot be restored" in err
-    assert csv_path.read_text() == csv_before
-
-
-def test_resume_of_a_run_from_before_a_flag_existed_takes_the_flags_default(tiny_dataset, tmp_path):
-    results = tmp_path / "results"
-    assert runner.main([*FAST, "--total_steps", "10", "--eval_every", "10", "--results_dir", str(results)]) == 0
-    run_dir = only_run(results)
-    config_path = Path(run_dir, "config.json")
-    config = json.loads(config_path.read_text())
-    for flag in ("seeds", "workers", "threads"):  # flags this repo gained after its first runs
-        del config["flags"][flag]
-    config["flags"]["total_steps"] = 20
-    config_path.write_text(json.dumps(config))
-    assert runner.main(["--resume", run_dir]) == 0
-    assert [row["step"] for row in read_csv(os.path.join(run_dir, "progress.csv"))] == ["10", "20"]
-
-
 def test_bad_flag_from_the_command_line_exits_2_without_traceback(tmp_path):
     done = subprocess.run([sys.executable, "runner.py", "--cql_alpha", "-3"], cwd=ROOT,
                           capture_output=True, text=True)
@@ -193,43 +139,6 @@ def test_non_finite_loss_stops_the_run_keeping_the_last_good_checkpoint(tiny_dat
     assert len(rows) >= 2
     assert checkpoint["step"] == len(rows) - 1  # the last row is the bad one, the checkpoint is the one before
     assert all(torch.isfinite(p).all() for p in checkpoint["agent"]["critic"].values())
-
-
-def run_cli(*args: str) -> subprocess.Popen:
-    """runner.py in a process of its own, on one thread (--resume takes that from config.json)."""
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    fast = [] if "--resume" in args else [*FAST, "--threads", "1"]
-    return subprocess.Popen([sys.executable, "runner.py", *fast, *args], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def test_sigterm_then_resume_writes_the_same_rows_as_an_uninterrupted_run(tiny_dataset, tmp_path):
-    flags = ["--total_steps", "1200", "--eval_every", "200", "--bc_weight", "1", "--cql_alpha", "1"]
-    whole = run_cli(*flags, "--results_dir", str(tmp_path / "whole"))
-    assert whole.wait(timeout=300) == 0, whole.stderr.read()
-
-    cut = run_cli(*flags, "--results_dir", str(tmp_path / "cut"))
-    csv_path = None
-    while csv_path is None or not os.path.exists(csv_path):  # wait for the first evaluation
-        time.sleep(0.05)
-        runs = os.listdir(tmp_path / "cut") if (tmp_path / "cut").exists() else []
-        csv_path = os.path.join(tmp_path / "cut", runs[0], "progress.csv") if runs else None
-        assert cut.poll() is None, "the run ended before it could be interrupted"
-    cut.send_signal(signal.SIGTERM)
-    assert cut.wait(timeout=60) == 130
-    assert "--resume" in cut.stderr.read()
-    run_dir = os.path.dirname(csv_path)
-    interrupted_rows = read_csv(csv_path)
-    assert 1 <= len(interrupted_rows) < 6
-
-    resumed = run_cli("--resume", run_dir)
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
-    expected = read_csv(os.path.join(only_run(tmp_path / "whole"), "progress.csv"))
-    got = read_csv(csv_path)
-    assert len(got) == len(expected) == 6
-    for mine, theirs in zip(got, expected):
-        mine.pop("time_s"), theirs.pop("time_s")
-        assert mine == theirs
 
 
 def test_seeds_run_one_process_each_and_plot_draws_them(tiny_dataset, tmp_path):
