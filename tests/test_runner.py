@@ -1,11 +1,10 @@
-"""runner.py end to end on a tiny dataset: results folder, CSV, bad input, divergence, resume."""
-import csv
+"""runner.py end to end on a tiny dataset: results folder, CSV, bad input, divergence, a full disk, --seeds."""
+import builtins
+import errno
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,15 @@ def test_short_run_writes_config_csv_and_checkpoints(tiny_dataset, tmp_path):
     assert sorted(os.listdir(run_dir)) == [".lock", "actor.pt", "actor_best.pt", "checkpoint.pt", "config.json",
                                            "progress.csv", "train.csv"]
     rows = read_csv(os.path.join(run_dir, "progress.csv"))
-    assert list(rows[0]) == runner.CSV_COLUMNS
+    assert list(rows[0]) == ["step", "eval_return_mean", "eval_return_std", "dataset_q", "mc_return", "policy_q",
+                             "bc_distance", "time_s"]  # the names plot.py reads
     assert [int(r["step"]) for r in rows] == [20, 40]
     assert all(r[column] != "" for r in rows for column in runner.CSV_COLUMNS)
     assert float(rows[-1]["time_s"]) > 0
     train_rows = read_csv(os.path.join(run_dir, "train.csv"))
-    assert list(train_rows[0]) == runner.TRAIN_COLUMNS
+    assert list(train_rows[0]) == ["step", "q1", "q2", "target_q", "td_loss", "cql_penalty", "cql_logsumexp",
+                                   "cql_q_random", "cql_q_policy", "cql_q_data", "cql_alpha", "critic_loss",
+                                   "ddpg_loss", "bc_loss", "bc_weight", "actor_loss"]
     assert [int(r["step"]) for r in train_rows] == [10, 20, 30, 40]
     assert all(r[column] != "" for r in train_rows for column in runner.TRAIN_COLUMNS)  # BC and CQL on
     with open(os.path.join(run_dir, "config.json")) as f:
@@ -135,7 +137,7 @@ def test_non_finite_loss_stops_the_run_keeping_the_last_good_checkpoint(tiny_dat
     assert "non-finite" in capsys.readouterr().err
     run_dir = only_run(results)
     rows = read_csv(os.path.join(run_dir, "progress.csv"))
-    checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)
+    checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
     assert len(rows) >= 2
     assert checkpoint["step"] == len(rows) - 1  # the last row is the bad one, the checkpoint is the one before
     assert all(torch.isfinite(p).all() for p in checkpoint["agent"]["critic"].values())
@@ -149,6 +151,106 @@ def test_seeds_run_one_process_each_and_plot_draws_them(tiny_dataset, tmp_path):
     assert status == 0
     runs = sorted(os.listdir(results))
     assert ["-seed0-" in runs[0], "-seed1-" in runs[1]] == [True, True]
+    threads = {json.loads(Path(results, run, "config.json").read_text())["flags"]["threads"] for run in runs}
+    assert threads == {max(1, os.cpu_count() // 2)}  # no --threads given: the cores shared between the workers
     assert plot.main([str(results), "--out", str(tmp_path / "figures")]) == 0
     for name in ("returns.png", "q_values.png", "diagnostics.png"):
         assert (tmp_path / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_seeds_pass_the_users_threads_to_each_run(tiny_dataset, tmp_path):
+    results = tmp_path / "results"
+    assert runner.main([*FAST, "--total_steps", "2", "--eval_every", "2", "--seeds", "0", "--threads", "3",
+                        "--results_dir", str(results)]) == 0
+    assert json.loads(Path(only_run(results), "config.json").read_text())["flags"]["threads"] == 3
+
+
+def test_ctrl_c_while_the_dataset_loads_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    def interrupted(dataset_id: str):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(runner, "load_dataset", interrupted)
+    assert runner.main([*FAST, "--results_dir", str(tmp_path / "results")]) == 130
+    assert capsys.readouterr().err == "runner.py: interrupted while loading; nothing was trained\n"
+    assert not (tmp_path / "results").exists()
+
+
+def no_space(path) -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def resume_hint(run_dir: str, step: int) -> str:
+    return f"the last checkpoint (step {step}) is intact: free the disk, then python runner.py --resume {run_dir}"
+
+
+def test_a_full_disk_at_a_checkpoint_stops_the_run_keeping_the_last_one(tiny_dataset, tmp_path, capsys,
+                                                                        monkeypatch):
+    real_replace, checkpoints = os.replace, []
+
+    def replace(src, dst):  # the disk fills up as the second checkpoint is written
+        if str(dst).endswith("checkpoint.pt"):
+            checkpoints.append(dst)
+            if len(checkpoints) == 2:
+                raise no_space(dst)
+        return real_replace(src, dst)
+    monkeypatch.setattr(os, "replace", replace)
+    results = tmp_path / "results"
+    assert runner.main([*FAST, "--total_steps", "30", "--eval_every", "10", "--results_dir", str(results)]) == 1
+    run_dir = only_run(results)
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"runner.py: error: cannot write {run_dir}/checkpoint.pt (No space left on device) at step 20; "
+        f"{resume_hint(run_dir, 10)}")
+    assert torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)["step"] == 10
+    assert not [name for name in os.listdir(run_dir) if name.endswith(".tmp")]
+
+
+def test_a_full_disk_at_a_csv_row_stops_the_run_and_resume_goes_on_from_the_last_checkpoint(
+        tiny_dataset, tmp_path, capsys, monkeypatch):
+    real_open, appends = open, []
+
+    def full_open(path, mode="r", *args, **kwargs):  # the disk fills up at the second progress.csv row
+        if str(path).endswith("progress.csv") and "a" in mode:
+            appends.append(path)
+            if len(appends) == 2:
+                raise no_space(path)
+        return real_open(path, mode, *args, **kwargs)
+    monkeypatch.setattr(builtins, "open", full_open)
+    results = tmp_path / "results"
+    assert runner.main([*FAST, "--total_steps", "30", "--eval_every", "10", "--results_dir", str(results)]) == 1
+    run_dir = only_run(results)
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"runner.py: error: cannot write {run_dir}/progress.csv (No space left on device) at step 20; "
+        f"{resume_hint(run_dir, 10)}")
+    monkeypatch.setattr(builtins, "open", real_open)  # room again
+    assert runner.main(["--resume", run_dir]) == 0
+    assert [row["step"] for row in read_csv(os.path.join(run_dir, "progress.csv"))] == ["10", "20", "30"]
+
+
+@pytest.mark.parametrize("failing", ["read-only results folder", "full disk at config.json"])
+def test_a_results_folder_that_cannot_be_written_is_one_line_before_training(tiny_dataset, tmp_path, capsys,
+                                                                             monkeypatch, failing):
+    results = tmp_path / "results"
+    results.mkdir()
+    real_makedirs, real_open = os.makedirs, open
+
+    def read_only_makedirs(path, *args, **kwargs):  # tests run as root, whom chmod would not stop
+        if str(path).startswith(str(results)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_makedirs(path, *args, **kwargs)
+
+    def full_open(path, mode="r", *args, **kwargs):
+        if os.path.basename(str(path)).startswith("config.json") and "w" in mode:
+            real_open(path, mode, *args, **kwargs).close()
+            raise no_space(path)
+        return real_open(path, mode, *args, **kwargs)
+    if failing == "read-only results folder":
+        monkeypatch.setattr(os, "makedirs", read_only_makedirs)
+    else:
+        monkeypatch.setattr(builtins, "open", full_open)
+    with pytest.raises(SystemExit) as exit_info:
+        runner.main([*FAST, "--total_steps", "10", "--results_dir", str(results)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    reason = "Read-only file system" if failing == "read-only results folder" else "No space left on device"
+    assert err.count("\n") == 1 and f"({reason}); nothing was trained\n" in err, err
+    assert err.startswith(f"runner.py: error: cannot {'create' if 'read-only' in failing else 'write'} {results}/")
+    assert os.listdir(results) == []
