@@ -1,6 +1,7 @@
 """runner.py end to end on a tiny dataset: results folder, CSV, bad input, divergence, a full disk, --seeds."""
 import builtins
 import errno
+import io
 import json
 import os
 import subprocess
@@ -178,49 +179,33 @@ def no_space(path) -> OSError:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
-def resume_hint(run_dir: str, step: int) -> str:
-    return f"the last checkpoint (step {step}) is intact: free the disk, then python runner.py --resume {run_dir}"
+def full_disk_at(monkeypatch, name: str, nth: int) -> None:
+    """From now on, the nth opening for writing of the file `name` (or name.tmp) finds the disk full."""
+    writes = []
 
-
-def test_a_full_disk_at_a_checkpoint_stops_the_run_keeping_the_last_one(tiny_dataset, tmp_path, capsys,
-                                                                        monkeypatch):
-    real_replace, checkpoints = os.replace, []
-
-    def replace(src, dst):  # the disk fills up as the second checkpoint is written
-        if str(dst).endswith("checkpoint.pt"):
-            checkpoints.append(dst)
-            if len(checkpoints) == 2:
-                raise no_space(dst)
-        return real_replace(src, dst)
-    monkeypatch.setattr(os, "replace", replace)
-    results = tmp_path / "results"
-    assert runner.main([*FAST, "--total_steps", "30", "--eval_every", "10", "--results_dir", str(results)]) == 1
-    run_dir = only_run(results)
-    assert capsys.readouterr().err.splitlines()[-1] == (
-        f"runner.py: error: cannot write {run_dir}/checkpoint.pt (No space left on device) at step 20; "
-        f"{resume_hint(run_dir, 10)}")
-    assert torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)["step"] == 10
-    assert not [name for name in os.listdir(run_dir) if name.endswith(".tmp")]
-
-
-def test_a_full_disk_at_a_csv_row_stops_the_run_and_resume_goes_on_from_the_last_checkpoint(
-        tiny_dataset, tmp_path, capsys, monkeypatch):
-    real_open, appends = open, []
-
-    def full_open(path, mode="r", *args, **kwargs):  # the disk fills up at the second progress.csv row
-        if str(path).endswith("progress.csv") and "a" in mode:
-            appends.append(path)
-            if len(appends) == 2:
+    def full_open(path, mode="r", *args, **kwargs):
+        if os.path.basename(str(path)) in (name, name + ".tmp") and mode[0] in "wa":
+            writes.append(path)
+            if len(writes) == nth:
+                io.open(path, mode, *args, **kwargs).close()  # the file is made, its bytes are not
                 raise no_space(path)
-        return real_open(path, mode, *args, **kwargs)
+        return io.open(path, mode, *args, **kwargs)
     monkeypatch.setattr(builtins, "open", full_open)
+
+
+@pytest.mark.parametrize("name", ["checkpoint.pt", "progress.csv"])
+def test_a_full_disk_during_training_stops_the_run_and_resume_goes_on_from_the_last_checkpoint(
+        tiny_dataset, tmp_path, capsys, monkeypatch, name):
+    full_disk_at(monkeypatch, name, nth=2)  # at the second evaluation
     results = tmp_path / "results"
     assert runner.main([*FAST, "--total_steps", "30", "--eval_every", "10", "--results_dir", str(results)]) == 1
     run_dir = only_run(results)
     assert capsys.readouterr().err.splitlines()[-1] == (
-        f"runner.py: error: cannot write {run_dir}/progress.csv (No space left on device) at step 20; "
-        f"{resume_hint(run_dir, 10)}")
-    monkeypatch.setattr(builtins, "open", real_open)  # room again
+        f"runner.py: error: cannot write {run_dir}/{name} (No space left on device) at step 20; the last "
+        f"checkpoint (step 10) is intact: free the disk, then python runner.py --resume {run_dir}")
+    assert torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)["step"] == 10
+    assert not [file for file in os.listdir(run_dir) if file.endswith(".tmp")]
+    monkeypatch.setattr(builtins, "open", io.open)  # room again
     assert runner.main(["--resume", run_dir]) == 0
     assert [row["step"] for row in read_csv(os.path.join(run_dir, "progress.csv"))] == ["10", "20", "30"]
 
@@ -230,22 +215,16 @@ def test_a_results_folder_that_cannot_be_written_is_one_line_before_training(tin
                                                                              monkeypatch, failing):
     results = tmp_path / "results"
     results.mkdir()
-    real_makedirs, real_open = os.makedirs, open
+    real_makedirs = os.makedirs
 
     def read_only_makedirs(path, *args, **kwargs):  # tests run as root, whom chmod would not stop
         if str(path).startswith(str(results)):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
         return real_makedirs(path, *args, **kwargs)
-
-    def full_open(path, mode="r", *args, **kwargs):
-        if os.path.basename(str(path)).startswith("config.json") and "w" in mode:
-            real_open(path, mode, *args, **kwargs).close()
-            raise no_space(path)
-        return real_open(path, mode, *args, **kwargs)
     if failing == "read-only results folder":
         monkeypatch.setattr(os, "makedirs", read_only_makedirs)
     else:
-        monkeypatch.setattr(builtins, "open", full_open)
+        full_disk_at(monkeypatch, "config.json", nth=1)
     with pytest.raises(SystemExit) as exit_info:
         runner.main([*FAST, "--total_steps", "10", "--results_dir", str(results)])
     assert exit_info.value.code == 2
