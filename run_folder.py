@@ -47,8 +47,11 @@ def reason(err: BaseException, limit: int = 160) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-def write_atomically(path: str, data: bytes) -> None:
-    """Write data to path through path.tmp and a rename: path is whole, old or new, whatever happens."""
+def write_atomically(path: str, data: bytes, intact: str = "") -> None:
+    """Write data to path through path.tmp and a rename: path is whole, old or new, whatever happens.
+
+    A failure is a RunFolderError saying what could not be written, then `intact` (what still is).
+    """
     tmp = path + ".tmp"
     try:
         with open(tmp, "wb") as f:
@@ -59,7 +62,7 @@ def write_atomically(path: str, data: bytes) -> None:
     except OSError as err:
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        raise RunFolderError(f"cannot write {path} ({err.strerror or err})") from None
+        raise RunFolderError(f"cannot write {path} ({err.strerror or err}){intact}") from None
 
 
 def save_tensors(obj, path: str) -> None:
@@ -69,9 +72,9 @@ def save_tensors(obj, path: str) -> None:
     write_atomically(path, buffer.getvalue())
 
 
-def write_config(run_dir: str, meta: dict) -> None:
+def write_config(run_dir: str, meta: dict, intact: str = "") -> None:
     """config.json: {"flags": ..., "config": label, ...}, atomically."""
-    write_atomically(os.path.join(run_dir, CONFIG), json.dumps(meta, indent=2).encode())
+    write_atomically(os.path.join(run_dir, CONFIG), json.dumps(meta, indent=2).encode(), intact)
 
 
 def append_row(path: str, columns: list[str], row: dict) -> None:
@@ -106,8 +109,8 @@ def hold(run_dir: str) -> IO:
         lock.seek(0)
         holder = lock.read().strip() or "?"
         lock.close()
-        raise RunFolderError(f"{run_dir} is in use by process {holder} (its {LOCK}); let that run end or "
-                             f"stop it first") from None
+        raise RunFolderError(f"{run_dir} is in use by process {holder} (the pid in its {LOCK}); let that run "
+                             f"end, or stop it, then resume") from None
     lock.truncate(0)
     lock.write(str(os.getpid()))
     lock.flush()
@@ -134,12 +137,11 @@ def create(run_config: RunConfig, meta: dict) -> tuple[str, IO]:
         except OSError as err:
             raise RunFolderError(f"cannot create {run_dir} ({err.strerror or err}); nothing was trained") from None
     try:
-        lock = hold(run_dir)
         write_config(run_dir, meta)
+        return run_dir, hold(run_dir)  # a name no other process knows yet: held from its first file on
     except RunFolderError as err:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise RunFolderError(f"{err}; nothing was trained") from None
-    return run_dir, lock
 
 
 def read_config(run_dir: str) -> dict:
@@ -235,7 +237,8 @@ def read_checkpoint(run_dir: str) -> dict:
     except pickle.UnpicklingError as err:  # torch says why in one of many lines
         lines = str(err).partition("WeightsUnpickler error: ")[2].splitlines()
         refusal = next((line.split(". ")[0].strip() for line in lines if line.strip()), "")
-        raise damaged(path, f"torch.load(weights_only=True) refuses it: {refusal}" if refusal else reason(err)) from None
+        why = f"torch.load(weights_only=True) refuses it: {refusal}" if refusal else reason(err)
+        raise damaged(path, why) from None
     except (OSError, EOFError, RuntimeError, ValueError) as err:
         raise damaged(path, reason(err)) from None
     problem = checkpoint_problem(state)
@@ -273,7 +276,11 @@ def truncate_logs(run_dir: str, step: int) -> None:
                                  f"repair or delete {name}, then resume again") from None
         text = io.StringIO()
         csv.writer(text).writerows(kept)
-        try:
-            write_atomically(path, text.getvalue().encode())
-        except RunFolderError as err:
-            raise RunFolderError(f"{err}; {CHECKPOINT} and {name} are intact") from None
+        write_atomically(path, text.getvalue().encode(), f"; {CHECKPOINT} and {name} are intact")
+
+
+def record_length(run_dir: str, meta: dict, run_config: RunConfig) -> None:
+    """Write the new --total_steps (and so the new label) into config.json if --resume lengthened the run."""
+    if run_config.total_steps != meta["flags"].get("total_steps"):
+        write_config(run_dir, meta | {"flags": meta["flags"] | {"total_steps": run_config.total_steps},
+                                      "config": config.config_name(run_config)}, f"; {CHECKPOINT} is intact")

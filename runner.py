@@ -159,9 +159,7 @@ def resume(run_dir: str, given: dict, held: contextlib.ExitStack) -> Run | None:
         setattr(run, name, checkpoint[name])
     run.saved_step = step
     run_folder.truncate_logs(run_dir, step)
-    if cfg.total_steps != meta["flags"].get("total_steps"):
-        meta["flags"]["total_steps"] = cfg.total_steps
-        run_folder.write_config(run_dir, meta | {"config": config.config_name(cfg)})
+    run_folder.record_length(run_dir, meta, cfg)
     return run
 
 

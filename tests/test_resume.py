@@ -166,7 +166,7 @@ def test_a_run_folder_held_by_another_process_is_refused_naming_it(tiny_dataset,
     before = files_of(run_dir)
     with run_folder.hold(run_dir):  # as a running runner.py holds it
         err = resume_error(capsys, run_dir, "--total_steps", "30")
-    assert f"{run_dir} is in use by process {os.getpid()} (its .lock)" in err
+    assert f"runner.py: error: {run_dir} is in use by process {os.getpid()} (the pid in its .lock)" in err
     assert files_of(run_dir) == before
 
 

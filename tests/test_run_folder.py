@@ -51,9 +51,8 @@ def test_a_held_folder_refuses_a_second_holder_naming_the_first_and_is_free_once
 
 
 def test_the_os_lets_go_of_the_folder_of_a_process_that_died(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, run_folder; lock = run_folder.hold(sys.argv[1]); "
-                               "print('held', flush=True); time.sleep(60)", str(tmp_path)],
-                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    script = "import sys, time, run_folder; lock = run_folder.hold(sys.argv[1]); print('held', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "held\n"
     with pytest.raises(RunFolderError, match=f"in use by process {holder.pid} "):
         run_folder.hold(str(tmp_path))
