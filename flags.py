@@ -2,8 +2,8 @@
 
     lr: float = flag(3e-4, "Adam step size, actor and critic", above=0)
 
-gives `--lr`, a finite float that must be > 0, with the help `Adam step size, actor and critic
-(default: 0.0003)`. A field whose type is itself such a dataclass (RunConfig.td3) brings its
+gives `--lr X`, a finite float that must be > 0, with the help `Adam step size, actor and critic
+(> 0; default: 0.0003)`. A field whose type is itself such a dataclass (RunConfig.td3) brings its
 fields in as flags of their own. The same fields turn parsed flags back into the dataclass
 (`build`), into config.json's "flags" (`flat`) and into a command line (`to_argv`).
 """
@@ -69,6 +69,11 @@ def bounds_text(meta: dict) -> str:
                         (("low", ">="), ("above", ">"), ("high", "<="), ("below", "<")) if meta[key] is not None)
 
 
+def alternatives(meta: dict) -> str:
+    """The words a number flag also takes, as messages say them: " or 'auto'"."""
+    return "".join(f" or '{word}'" for word in meta["also"])
+
+
 def in_bounds(value: float, meta: dict) -> bool:
     """Whether a number is finite and inside the field's bounds."""
     low, above, high, below = meta["low"], meta["above"], meta["high"], meta["below"]
@@ -80,7 +85,7 @@ def value_parser(f: dataclasses.Field) -> Callable[[str], Any]:
     """argparse's `type` for the flag: text -> value, or an error naming what would work."""
     kind, meta = value_kind(f), f.metadata
     noun = "an integer" if kind is int else "a finite number"
-    words = "".join(f" or '{word}'" for word in meta["also"])
+    words = alternatives(meta)
 
     def parse(text: str):
         if kind is str or text in meta["also"]:
@@ -108,8 +113,7 @@ def default_text(f: dataclasses.Field) -> str:
 
 def help_text(f: dataclasses.Field) -> str:
     """The flag's help: its text, then its bounds and default, e.g. 'discount factor (>= 0 and < 1; default: 0.99)'."""
-    words = " or ".join(f"'{word}'" for word in f.metadata["also"])
-    notes = [", or ".join(filter(None, (bounds_text(f.metadata), words)))] if value_kind(f) in (int, float) else []
+    notes = [bounds_text(f.metadata) + alternatives(f.metadata)] if value_kind(f) in (int, float) else []
     if f.default is not dataclasses.MISSING:
         notes.append(f"default: {default_text(f)}")
     return f"{f.metadata['help']} ({'; '.join(filter(None, notes))})" if any(notes) else f.metadata["help"]

@@ -43,11 +43,11 @@ def resume_error(capsys, *argv: str) -> str:
 
 
 def test_sigterm_then_resume_writes_the_same_rows_as_an_uninterrupted_run(tiny_dataset, tmp_path):
-    flags = ["--total_steps", "1200", "--eval_every", "200", "--bc_weight", "1", "--cql_alpha", "1"]
-    whole = run_cli(*flags, "--results_dir", str(tmp_path / "whole"))
+    run_flags = ["--total_steps", "1200", "--eval_every", "200", "--bc_weight", "1", "--cql_alpha", "1"]
+    whole = run_cli(*run_flags, "--results_dir", str(tmp_path / "whole"))
     assert whole.wait(timeout=300) == 0, whole.stderr.read()
 
-    cut = run_cli(*flags, "--results_dir", str(tmp_path / "cut"))
+    cut = run_cli(*run_flags, "--results_dir", str(tmp_path / "cut"))
     csv_path = None
     while csv_path is None or not os.path.exists(csv_path):  # wait for the first evaluation
         time.sleep(0.05)
