@@ -1,11 +1,8 @@
 """Train offline TD3 / TD3+BC / CQL on a Minari dataset: one run, from its flags to its CSV files.
 
-    python runner.py --agent td3 --total_steps 100000                 # TD3 (Problem 1.2)
-    python runner.py --agent td3 --total_steps 100000 --bc_weight 10  # TD3+BC (Problem 1.3)
-    python runner.py --agent td3 --total_steps 100000 --cql_alpha 5   # TD3+CQL (Problem 2.1)
-
-main() reads top to bottom: parse the flags (config.py), load the data and build the agent
-(`build`), open the run folder (run_folder.py), train, log. `--seeds` hands over to sweep.py.
+main() reads top to bottom: parse the flags (config.py), build the run (load the data, the agent and
+its folder, run_folder.py) or reopen it (--resume), train, log. `--seeds` hands over to sweep.py;
+`python runner.py --help` lists every flag, with the homework's commands.
 """
 import contextlib
 import os
@@ -273,7 +270,8 @@ def train(run: Run) -> int:
             status, line = training_loop(run, bar)
     except RunFolderError as err:
         kept = (f"the last checkpoint (step {run.saved_step}) is intact: free the disk, then python runner.py "
-                f"--resume {run.dir}" if run.saved_step else "no checkpoint was written yet")
+                f"--resume {run.dir}" if run.saved_step else "no checkpoint was written yet: free the disk, then "
+                "start the run again")
         status, line = 1, f"error: {err} at step {run.step}; {kept}"
     finally:
         for sig, handler in previous.items():
