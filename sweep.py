@@ -1,4 +1,4 @@
-"""Sweep alpha_reg (--bc_weight) for TD3+BC and tabulate what each value does (Problem 1.4).
+"""Several runner.py runs at once: an alpha_reg sweep (Problem 1.4), and runner.py's --seeds.
 
     python sweep.py --bc_weight 0.1 1 10 100
     python sweep.py --bc_weight 1 10 auto --seeds 0 1 --total_steps 50000 --workers 2
@@ -10,31 +10,72 @@ table is printed. `python plot.py results/sweep-<time>/` draws the runs.
 """
 import argparse
 import csv
+import dataclasses
 import json
 import os
+import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
-import runner
+import config
+import flags
+from flags import flag
 
+RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
 TABLE_COLUMNS = ["bc_weight", "seeds", "final_return_mean", "final_return_std", "bc_distance",
                  "dataset_q", "mc_return", "q_overestimation"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Sweep flags; anything else is passed to every runner.py run unchanged."""
-    p = runner.Parser(prog="sweep.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bc_weight", type=runner.bc_weight_type, nargs="+", required=True,
-                   help="alpha_reg values to try, numbers >= 0 or 'auto', e.g. 0.1 1 10 100")
-    p.add_argument("--seeds", type=runner.number(int, 0), nargs="+", default=[0], help="seeds per value (default: 0)")
-    p.add_argument("--total_steps", type=runner.number(int, 1), default=30_000,
-                   help="gradient updates per run; smaller than a full run to keep the sweep short (default: 30000)")
-    p.add_argument("--eval_every", type=runner.number(int, 1), default=5_000, help="steps between evaluations (default: 5000)")
-    p.add_argument("--workers", type=runner.number(int, 1), default=1, help="runs at a time (default: 1)")
-    p.add_argument("--results_dir", default="results", help="parent of the sweep folder (default: results/)")
-    return p
+@dataclass
+class SweepConfig:
+    """The sweep's own flags; every other runner.py flag is passed to each run unchanged."""
+    bc_weight: tuple[float | str, ...] = flag(dataclasses.MISSING, "alpha_reg values to try, e.g. 0.1 1 10 100",
+                                              low=0, also=("auto",))
+    seeds: tuple[int, ...] = flag((0,), "seeds per value", low=0)
+    total_steps: int = flag(30_000, "gradient updates per run; smaller than a full run to keep the sweep short",
+                            low=1)
+    eval_every: int = flag(5_000, "steps between evaluations", low=1)
+    workers: int = flag(1, "runs at a time, each on cores/workers threads unless --threads is given", low=1)
+    results_dir: str = flag("results", "parent of the sweep folder", metavar="DIR")
+
+
+def run_processes(runs: list[dict], workers: int) -> int:
+    """runner.py once per dict of flags, `workers` runs at a time; returns the worst exit status.
+
+    A run given no --threads gets cores/workers of them. Each run has its own progress-bar line.
+    Ctrl-C reaches the children too: each checkpoints and stops, and no further run starts.
+    """
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pending, running, worst = [{"threads": threads} | run for run in runs], {}, 0
+    while pending or running:
+        for slot in range(workers):
+            if slot not in running and pending:
+                run = pending.pop(0)
+                env = os.environ | {"TQDM_POSITION": str(slot)}
+                if run["threads"]:
+                    env["OMP_NUM_THREADS"] = str(run["threads"])
+                running[slot] = subprocess.Popen([sys.executable, RUNNER, *config.command_line(run)], env=env)
+        try:
+            time.sleep(0.5)
+        except KeyboardInterrupt:
+            pending.clear()
+        for slot, child in list(running.items()):
+            if child.poll() is not None:
+                del running[slot]
+                worst = max(worst, child.returncode)
+                if child.returncode:
+                    print(f"'runner.py {' '.join(child.args[2:])}' exited with status {child.returncode}",
+                          file=sys.stderr)
+    return worst
+
+
+def run_seeds(given: dict, workers: int) -> int:
+    """runner.py --seeds: one run per seed, each with the flags given and its --seed."""
+    common = {name: value for name, value in given.items() if name not in ("seeds", "workers")}
+    return run_processes([common | {"seed": seed} for seed in given["seeds"]], workers)
 
 
 def last_rows(sweep_dir: str) -> list[tuple[dict, dict]]:
@@ -83,16 +124,18 @@ def print_table(table: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the sweep, then write and print its table; returns the worst run's exit status."""
-    args, passthrough = build_parser().parse_known_args(argv)
-    runner.build_parser().parse_args(passthrough)  # a bad runner flag fails here, once, not in every run
-    runner.check_results_dir(args.results_dir)
-    sweep_dir = os.path.join(args.results_dir, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+    parser = flags.Parser(prog="sweep.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    flags.add_flags(parser, SweepConfig)
+    values, passthrough = parser.parse_known_args(argv)
+    sweep = flags.build(SweepConfig, vars(values))
+    _, given = config.parse(passthrough)  # a bad runner flag fails here, once, not in every run
+    config.check_results_dir(sweep.results_dir)
+    sweep_dir = os.path.join(sweep.results_dir, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(sweep_dir)
-    base = [sys.executable, runner.__file__, "--total_steps", str(args.total_steps),
-            "--eval_every", str(args.eval_every), "--results_dir", sweep_dir, *passthrough]
-    commands = [base + ["--bc_weight", str(w), "--seed", str(s)] for w in args.bc_weight for s in args.seeds]
-    status = runner.run_processes(commands, args.workers)
-    table = summarise(last_rows(sweep_dir), args.bc_weight)
+    common = given | {"total_steps": sweep.total_steps, "eval_every": sweep.eval_every, "results_dir": sweep_dir}
+    status = run_processes([common | {"bc_weight": w, "seed": s} for w in sweep.bc_weight for s in sweep.seeds],
+                           sweep.workers)
+    table = summarise(last_rows(sweep_dir), sweep.bc_weight)
     with open(os.path.join(sweep_dir, "sweep.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, TABLE_COLUMNS)
         writer.writeheader()

@@ -11,26 +11,39 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from flags import flag
 from networks import Actor, TwinCritic
 
 
 @dataclass
 class TD3Config:
-    """Hyper-parameters of the update step; runner.py documents each as a flag."""
-    gamma: float = 0.99
-    tau: float = 0.005
-    lr: float = 3e-4
-    policy_noise: float = 0.2
-    noise_clip: float = 0.5
-    policy_delay: int = 2
-    bc_weight: float | str = 0.0  # a number, or "auto" for TD3+BC's normalised weight
-    bc_alpha: float = 2.5
-    cql_alpha: float = 0.0
-    cql_n_actions: int = 4
-    cql_temp: float = 1.0
-    cql_uniform_only: bool = False  # True: no policy actions in the logsumexp (the handout's eq. 3)
-    cql_target_gap: float | None = None  # set: alpha is a Lagrange multiplier (starts at cql_alpha)
-    hidden: tuple[int, ...] = (128, 128)
+    """Hyper-parameters of learning: the update step, and the batch it is given.
+
+    Each field is also a runner.py flag of the same name (see flags.flag), in this order.
+    """
+    bc_weight: float | str = flag(0.0, "alpha_reg on E||a - mu(s)||^2 in the actor loss; 0 = plain TD3, "
+                                  "10 = Problem 1.3, 'auto' = TD3+BC's normalisation with --bc_alpha",
+                                  low=0, also=("auto",))
+    bc_alpha: float = flag(2.5, "TD3+BC's alpha, used only with --bc_weight auto", above=0)
+    cql_alpha: float = flag(0.0, "weight of the CQL penalty on each critic; 0 = off, 5 = Problem 2.1", low=0)
+    cql_n_actions: int = flag(4, "uniform actions per state in the CQL logsumexp, besides mu(s) and mu(s'); "
+                                 "the homework's value", low=1)
+    cql_uniform_only: bool = flag(False, "leave the policy's actions mu(s), mu(s') out of the CQL logsumexp: "
+                                         "the handout's eq. 3, an ablation")
+    cql_target_gap: float | None = flag(None, "tune the CQL weight as a Lagrange multiplier alpha', starting at "
+                                              "--cql_alpha, so that the penalty per critic settles at this gap",
+                                        low=0, unset="off, a fixed --cql_alpha")
+    cql_temp: float = flag(1.0, "CQL temperature T", above=0)
+    batch_size: int = flag(128, "transitions per update; the homework's value", low=1)
+    hidden: tuple[int, ...] = flag((128, 128), "hidden layer widths of actor and critics; 128 128 is the "
+                                               "homework's, 256 256 the TD3+BC paper's", low=1)
+    lr: float = flag(3e-4, "Adam step size, actor and critic", above=0)
+    gamma: float = flag(0.99, "discount factor", low=0, below=1)
+    tau: float = flag(0.005, "target-network Polyak rate", above=0, high=1)
+    policy_noise: float = flag(0.2, "std of target-policy smoothing noise, in units of the action half-range",
+                               low=0)
+    noise_clip: float = flag(0.5, "clip of that noise, same units", low=0)
+    policy_delay: int = flag(2, "critic updates per actor update", low=1)
 
 
 class TD3Agent:

@@ -1,33 +1,18 @@
-"""runner.py end to end on a tiny dataset: results folder, CSV, bad input, divergence, resume."""
-import csv
+"""runner.py end to end on a tiny dataset: results folder, CSV, bad input, divergence, a full disk, --seeds."""
+import builtins
+import errno
+import io
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 import runner
-from conftest import DATASET_ID
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = ["--dataset", DATASET_ID, "--batch_size", "32", "--hidden", "32", "32", "--eval_episodes", "2",
-        "--device", "cpu", "--video_every", "0"]
-
-
-def read_csv(path: str) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def only_run(results) -> str:
-    runs = os.listdir(results)
-    assert len(runs) == 1, runs
-    return os.path.join(results, runs[0])
+from helpers import FAST, ROOT, only_run, read_csv, short_run
 
 
 def test_short_run_writes_config_csv_and_checkpoints(tiny_dataset, tmp_path):
@@ -37,15 +22,18 @@ def test_short_run_writes_config_csv_and_checkpoints(tiny_dataset, tmp_path):
     assert status == 0
     run_dir = only_run(results)
     assert os.path.basename(run_dir).startswith("td3_total_steps=40_bc_weight=10_cql_alpha=1_")
-    assert sorted(os.listdir(run_dir)) == ["actor.pt", "actor_best.pt", "checkpoint.pt", "config.json",
+    assert sorted(os.listdir(run_dir)) == [".lock", "actor.pt", "actor_best.pt", "checkpoint.pt", "config.json",
                                            "progress.csv", "train.csv"]
     rows = read_csv(os.path.join(run_dir, "progress.csv"))
-    assert list(rows[0]) == runner.CSV_COLUMNS
+    assert list(rows[0]) == ["step", "eval_return_mean", "eval_return_std", "dataset_q", "mc_return", "policy_q",
+                             "bc_distance", "time_s"]  # the names plot.py reads
     assert [int(r["step"]) for r in rows] == [20, 40]
     assert all(r[column] != "" for r in rows for column in runner.CSV_COLUMNS)
     assert float(rows[-1]["time_s"]) > 0
     train_rows = read_csv(os.path.join(run_dir, "train.csv"))
-    assert list(train_rows[0]) == runner.TRAIN_COLUMNS
+    assert list(train_rows[0]) == ["step", "q1", "q2", "target_q", "td_loss", "cql_penalty", "cql_logsumexp",
+                                   "cql_q_random", "cql_q_policy", "cql_q_data", "cql_alpha", "critic_loss",
+                                   "ddpg_loss", "bc_loss", "bc_weight", "actor_loss"]
     assert [int(r["step"]) for r in train_rows] == [10, 20, 30, 40]
     assert all(r[column] != "" for r in train_rows for column in runner.TRAIN_COLUMNS)  # BC and CQL on
     with open(os.path.join(run_dir, "config.json")) as f:
@@ -71,11 +59,6 @@ def test_metric_means_average_each_metric_over_the_updates_that_logged_it():
     assert means.pop() == {"td_loss": 4.0, "actor_loss": -4.0}
     means.add({"td_loss": torch.tensor(2.0)})
     assert means.pop() == {"td_loss": 2.0}  # a new interval starts from nothing
-
-
-def test_a_metric_the_csv_does_not_know_stops_the_first_write(tmp_path):
-    with pytest.raises(ValueError, match="new_term"):
-        runner.append_row(str(tmp_path / "train.csv"), runner.TRAIN_COLUMNS, {"step": 1, "new_term": 0.5})
 
 
 def test_a_run_never_overwrites_another(tiny_dataset, tmp_path):
@@ -124,45 +107,6 @@ def test_results_dir_that_is_a_file_is_refused_and_kept(tiny_dataset, tmp_path, 
     assert a_file.read_text() == "precious"
 
 
-@pytest.mark.parametrize("damage", ["garbage", "old_format"])
-def test_resume_from_a_checkpoint_it_cannot_restore_is_a_one_line_error_keeping_the_csv(
-        tiny_dataset, tmp_path, capsys, damage):
-    results = tmp_path / "results"
-    assert runner.main([*FAST, "--total_steps", "20", "--eval_every", "10", "--results_dir", str(results)]) == 0
-    run_dir = only_run(results)
-    checkpoint = os.path.join(run_dir, "checkpoint.pt")
-    if damage == "garbage":
-        with open(checkpoint, "wb") as f:
-            f.write(b"not a checkpoint")
-    else:  # as written before the agent had its own Adam: torch.optim state, no "t"
-        state = torch.load(checkpoint, weights_only=False)
-        state["agent"]["critic_opt"] = {"state": {}, "param_groups": []}
-        torch.save(state, checkpoint)
-    csv_path = Path(run_dir, "progress.csv")
-    csv_before = csv_path.read_text()
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        runner.main(["--resume", run_dir])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--resume" in err and "checkpoint.pt cannot be restored" in err
-    assert csv_path.read_text() == csv_before
-
-
-def test_resume_of_a_run_from_before_a_flag_existed_takes_the_flags_default(tiny_dataset, tmp_path):
-    results = tmp_path / "results"
-    assert runner.main([*FAST, "--total_steps", "10", "--eval_every", "10", "--results_dir", str(results)]) == 0
-    run_dir = only_run(results)
-    config_path = Path(run_dir, "config.json")
-    config = json.loads(config_path.read_text())
-    for flag in ("seeds", "workers", "threads"):  # flags this repo gained after its first runs
-        del config["flags"][flag]
-    config["flags"]["total_steps"] = 20
-    config_path.write_text(json.dumps(config))
-    assert runner.main(["--resume", run_dir]) == 0
-    assert [row["step"] for row in read_csv(os.path.join(run_dir, "progress.csv"))] == ["10", "20"]
-
-
 def test_bad_flag_from_the_command_line_exits_2_without_traceback(tmp_path):
     done = subprocess.run([sys.executable, "runner.py", "--cql_alpha", "-3"], cwd=ROOT,
                           capture_output=True, text=True)
@@ -194,45 +138,10 @@ def test_non_finite_loss_stops_the_run_keeping_the_last_good_checkpoint(tiny_dat
     assert "non-finite" in capsys.readouterr().err
     run_dir = only_run(results)
     rows = read_csv(os.path.join(run_dir, "progress.csv"))
-    checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)
+    checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
     assert len(rows) >= 2
     assert checkpoint["step"] == len(rows) - 1  # the last row is the bad one, the checkpoint is the one before
     assert all(torch.isfinite(p).all() for p in checkpoint["agent"]["critic"].values())
-
-
-def run_cli(*args: str, **kwargs) -> subprocess.Popen:
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "runner.py", *FAST, "--threads", "1", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs)
-
-
-def test_sigterm_then_resume_writes_the_same_rows_as_an_uninterrupted_run(tiny_dataset, tmp_path):
-    flags = ["--total_steps", "1200", "--eval_every", "200", "--bc_weight", "1", "--cql_alpha", "1"]
-    whole = run_cli(*flags, "--results_dir", str(tmp_path / "whole"))
-    assert whole.wait(timeout=300) == 0, whole.stderr.read()
-
-    cut = run_cli(*flags, "--results_dir", str(tmp_path / "cut"))
-    csv_path = None
-    while csv_path is None or not os.path.exists(csv_path):  # wait for the first evaluation
-        time.sleep(0.05)
-        runs = os.listdir(tmp_path / "cut") if (tmp_path / "cut").exists() else []
-        csv_path = os.path.join(tmp_path / "cut", runs[0], "progress.csv") if runs else None
-        assert cut.poll() is None, "the run ended before it could be interrupted"
-    cut.send_signal(signal.SIGTERM)
-    assert cut.wait(timeout=60) == 130
-    assert "--resume" in cut.stderr.read()
-    run_dir = os.path.dirname(csv_path)
-    interrupted_rows = read_csv(csv_path)
-    assert 1 <= len(interrupted_rows) < 6
-
-    resumed = run_cli("--resume", run_dir)
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
-    expected = read_csv(os.path.join(only_run(tmp_path / "whole"), "progress.csv"))
-    got = read_csv(csv_path)
-    assert len(got) == len(expected) == 6
-    for mine, theirs in zip(got, expected):
-        mine.pop("time_s"), theirs.pop("time_s")
-        assert mine == theirs
 
 
 def test_seeds_run_one_process_each_and_plot_draws_them(tiny_dataset, tmp_path):
@@ -243,6 +152,84 @@ def test_seeds_run_one_process_each_and_plot_draws_them(tiny_dataset, tmp_path):
     assert status == 0
     runs = sorted(os.listdir(results))
     assert ["-seed0-" in runs[0], "-seed1-" in runs[1]] == [True, True]
+    threads = {json.loads(Path(results, run, "config.json").read_text())["flags"]["threads"] for run in runs}
+    assert threads == {max(1, os.cpu_count() // 2)}  # no --threads given: the cores shared between the workers
     assert plot.main([str(results), "--out", str(tmp_path / "figures")]) == 0
     for name in ("returns.png", "q_values.png", "diagnostics.png"):
         assert (tmp_path / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_seeds_pass_the_users_threads_to_each_run(tiny_dataset, tmp_path):
+    results = tmp_path / "results"
+    assert runner.main([*FAST, "--total_steps", "2", "--eval_every", "2", "--seeds", "0", "--threads", "3",
+                        "--results_dir", str(results)]) == 0
+    assert json.loads(Path(only_run(results), "config.json").read_text())["flags"]["threads"] == 3
+
+
+def test_ctrl_c_while_the_dataset_loads_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    def interrupted(dataset_id: str):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(runner, "load_dataset", interrupted)
+    assert runner.main([*FAST, "--results_dir", str(tmp_path / "results")]) == 130
+    assert capsys.readouterr().err == "runner.py: interrupted while loading; nothing was trained\n"
+    assert not (tmp_path / "results").exists()
+
+
+def no_space(path) -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def full_disk_at(monkeypatch, name: str, nth: int) -> None:
+    """From now on, the nth opening for writing of the file `name` (or name.tmp) finds the disk full."""
+    writes = []
+
+    def full_open(path, mode="r", *args, **kwargs):
+        if os.path.basename(str(path)) in (name, name + ".tmp") and mode[0] in "wa":
+            writes.append(path)
+            if len(writes) == nth:
+                io.open(path, mode, *args, **kwargs).close()  # the file is made, its bytes are not
+                raise no_space(path)
+        return io.open(path, mode, *args, **kwargs)
+    monkeypatch.setattr(builtins, "open", full_open)
+
+
+@pytest.mark.parametrize("name", ["checkpoint.pt", "progress.csv"])
+def test_a_full_disk_during_training_stops_the_run_and_resume_goes_on_from_the_last_checkpoint(
+        tiny_dataset, tmp_path, capsys, monkeypatch, name):
+    full_disk_at(monkeypatch, name, nth=2)  # at the second evaluation
+    results = tmp_path / "results"
+    assert runner.main([*FAST, "--total_steps", "30", "--eval_every", "10", "--results_dir", str(results)]) == 1
+    run_dir = only_run(results)
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"runner.py: error: cannot write {run_dir}/{name} (No space left on device) at step 20; the last "
+        f"checkpoint (step 10) is intact: free the disk, then python runner.py --resume {run_dir}")
+    assert torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)["step"] == 10
+    assert not [file for file in os.listdir(run_dir) if file.endswith(".tmp")]
+    monkeypatch.setattr(builtins, "open", io.open)  # room again
+    assert runner.main(["--resume", run_dir]) == 0
+    assert [row["step"] for row in read_csv(os.path.join(run_dir, "progress.csv"))] == ["10", "20", "30"]
+
+
+@pytest.mark.parametrize("failing", ["read-only results folder", "full disk at config.json"])
+def test_a_results_folder_that_cannot_be_written_is_one_line_before_training(tiny_dataset, tmp_path, capsys,
+                                                                             monkeypatch, failing):
+    results = tmp_path / "results"
+    results.mkdir()
+    real_makedirs = os.makedirs
+
+    def read_only_makedirs(path, *args, **kwargs):  # tests run as root, whom chmod would not stop
+        if str(path).startswith(str(results)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_makedirs(path, *args, **kwargs)
+    if failing == "read-only results folder":
+        monkeypatch.setattr(os, "makedirs", read_only_makedirs)
+    else:
+        full_disk_at(monkeypatch, "config.json", nth=1)
+    with pytest.raises(SystemExit) as exit_info:
+        runner.main([*FAST, "--total_steps", "10", "--results_dir", str(results)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    reason = "Read-only file system" if failing == "read-only results folder" else "No space left on device"
+    assert err.count("\n") == 1 and f"({reason}); nothing was trained\n" in err, err
+    assert err.startswith(f"runner.py: error: cannot {'create' if 'read-only' in failing else 'write'} {results}/")
+    assert os.listdir(results) == []

@@ -1,0 +1,96 @@
+"""A run's flags: RunConfig (how a run is made and measured) around TD3Config (what is learned).
+
+Each flag is one dataclass field, declared once with its default, type, bounds and help
+(flags.flag): the command line, its checks, the TD3Config the agent receives and config.json's
+"flags" all come from these declarations. To add a flag, add a field here or to TD3Config.
+"""
+import argparse
+import os
+from dataclasses import dataclass, field
+
+import flags
+from flags import flag
+from td3_agent import TD3Config
+
+DESCRIPTION = """Train offline TD3 / TD3+BC / CQL on a Minari dataset: one run, written to
+<results_dir>/<label>-seed<k>-<time>/ (config.json, progress.csv, train.csv, checkpoint.pt).
+Each flag is a field of RunConfig (config.py) or TD3Config (td3_agent.py)."""
+EXAMPLES = """examples:
+  python runner.py --agent td3 --total_steps 100000                 # TD3 (Problem 1.2)
+  python runner.py --agent td3 --total_steps 100000 --bc_weight 10  # TD3+BC (Problem 1.3)
+  python runner.py --agent td3 --total_steps 100000 --cql_alpha 5   # TD3+CQL (Problem 2.1)
+  python runner.py --resume results/<run>/                          # continue a run from its checkpoint"""
+
+
+@dataclass
+class RunConfig:
+    """How a run is made and measured: its length, seeds, evaluations, logs, data and device."""
+    agent: str = flag("td3", "learner; BC and CQL are flags of it", choices=("td3",), label=False)
+    total_steps: int = flag(100_000, "gradient updates", low=1)
+    td3: TD3Config = field(default_factory=TD3Config)  # its fields are flags too, in this place
+    seed: int = flag(0, "seed of torch, numpy and the eval envs", low=0, label=False)
+    seeds: tuple[int, ...] | None = flag(None, "run one process per seed, e.g. --seeds 0 1 2", low=0,
+                                         unset="off, --seed alone", label=False)
+    workers: int = flag(1, "with --seeds: runs at a time, each on cores/workers threads unless --threads "
+                           "is given", low=1, label=False)
+    threads: int = flag(0, "torch CPU threads; 0 = torch's default, one per core", low=0, label=False)
+    eval_every: int = flag(10_000, "steps between evaluations", low=1)
+    eval_episodes: int = flag(10, "episodes per evaluation", low=1)
+    log_every: int = flag(1000, "updates per train.csv row, each metric averaged over them", low=1, label=False)
+    video_every: int | None = flag(None, "steps between evaluation videos (videos/step<N>.mp4); 0 = none", low=0,
+                                   unset="one, at the end of the run", label=False)
+    max_abs_q: float | None = flag(None, "stop the run when |mean dataset Q1| exceeds this", above=0)
+    dataset: str = flag("mujoco/hopper/medium-v0", "Minari dataset id", metavar="ID")
+    device: str = flag("auto", "'auto' (cuda when present), 'cpu', 'cuda' or 'cuda:N'", label=False)
+    results_dir: str = flag("results", "folder that receives one sub-folder per run", metavar="DIR", label=False)
+    resume: str | None = flag(None, "continue the run in RUN_DIR from its checkpoint, with the flags of its "
+                                    "config.json; only a larger --total_steps may be given beside it",
+                              metavar="RUN_DIR", label=False)
+
+
+def build_parser(given_only: bool = False, where: str = "") -> flags.Parser:
+    """runner.py's command line; given_only: without defaults, so only the flags given come out."""
+    parser = flags.Parser(prog="runner.py", description=DESCRIPTION, epilog=EXAMPLES,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.where = where
+    flags.add_flags(parser, RunConfig, given_only)
+    return parser
+
+
+def parse(argv: list[str] | None, where: str = "") -> tuple[RunConfig, dict]:
+    """The RunConfig of a command line and the flags it gave; bad input exits 2 with one line.
+
+    `where` names the values' origin in that line when they are not the command line's.
+    """
+    values = vars(build_parser(where=where).parse_args(argv))
+    given = vars(build_parser(given_only=True, where=where).parse_args(argv))
+    return flags.build(RunConfig, values), given
+
+
+def command_line(values: dict) -> list[str]:
+    """runner.py's arguments that give these flag values (e.g. from config.json)."""
+    return flags.to_argv(RunConfig, values)
+
+
+def config_name(config: RunConfig) -> str:
+    """The run's label: the agent, then every flag that differs from its default, e.g. td3_bc_weight=10.
+
+    Flags with label=False (seed, device, logging...) are left out: they change neither what is
+    learned nor what is measured.
+    """
+    values, defaults = flags.flat(config), flags.flat(RunConfig())
+    parts = [config.agent]
+    for f in flags.leaf_fields(RunConfig):
+        value = values[f.name]
+        if f.metadata["label"] and value != defaults[f.name]:
+            if isinstance(value, tuple):
+                value = "-".join(map(str, value))
+            parts.append(f.name if value is True else f"{f.name}={value:g}" if isinstance(value, float)
+                         else f"{f.name}={value}")
+    return "_".join(parts).replace("/", "-")
+
+
+def check_results_dir(path: str) -> None:
+    """--results_dir must be a folder or not exist yet; else one line and exit 2."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        build_parser().error(f"argument --results_dir: '{path}' is a file; give a folder path")

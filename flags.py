@@ -1,0 +1,181 @@
+"""Flags declared once: a dataclass field's default, type, bounds and help make its command-line flag.
+
+    lr: float = flag(3e-4, "Adam step size, actor and critic", above=0)
+
+gives `--lr X`, a finite float that must be > 0, with the help `Adam step size, actor and critic
+(> 0; default: 0.0003)`. A field whose type is itself such a dataclass (RunConfig.td3) brings its
+fields in as flags of their own. The same fields turn parsed flags back into the dataclass
+(`build`), into config.json's "flags" (`flat`) and into a command line (`to_argv`).
+"""
+import argparse
+import dataclasses
+import inspect
+import math
+import os
+import typing
+from typing import Any, Callable
+
+
+def flag(default: Any, help: str, *, low: float | None = None, high: float | None = None,
+         above: float | None = None, below: float | None = None, choices: tuple | None = None,
+         also: tuple[str, ...] = (), unset: str = "off", label: bool = True, metavar: str | None = None):
+    """A dataclass field that is also a flag.
+
+    low/high are inclusive bounds, above/below exclusive ones; `also` lists words taken besides
+    numbers ('auto'); `unset` says what a None default means; label=False keeps the flag out of
+    a run's label (flags that change neither what is learned nor what is measured).
+    """
+    metadata = dict(help=help, low=low, high=high, above=above, below=below, choices=choices, also=also,
+                    unset=unset, label=label, metavar=metavar)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, `runner.py: error: <where>...`, exit status 2."""
+
+    where = ""  # what the values came from, when not the command line: 'results/x/config.json: '
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {self.where}{message}\n")
+
+
+def leaf_fields(cls: type) -> list[dataclasses.Field]:
+    """The flag fields of cls, those of a nested dataclass in its place."""
+    found = []
+    for f in dataclasses.fields(cls):
+        found += leaf_fields(f.type) if dataclasses.is_dataclass(f.type) else [f]
+    return found
+
+
+def kinds(t: Any) -> set:
+    """The plain types inside a type hint: `tuple[int, ...] | None` -> {int, NoneType}."""
+    args = [a for a in typing.get_args(t) if a is not Ellipsis]
+    return set().union(*map(kinds, args)) if args else {t}
+
+
+def is_list(f: dataclasses.Field) -> bool:
+    """Whether the flag takes one or more values (`nargs="+"`)."""
+    return any(typing.get_origin(t) in (list, tuple) for t in (f.type, *typing.get_args(f.type)))
+
+
+def value_kind(f: dataclasses.Field) -> type:
+    """bool, int, float or str: what one value of the flag is (`float | str` is a number or a word)."""
+    return next(kind for kind in (bool, int, float, str) if kind in kinds(f.type))
+
+
+def bounds_text(meta: dict) -> str:
+    """The field's bounds as an error message says them: '>= 0', '> 0 and <= 1'."""
+    return " and ".join(f"{symbol} {meta[key]:g}" for key, symbol in
+                        (("low", ">="), ("above", ">"), ("high", "<="), ("below", "<")) if meta[key] is not None)
+
+
+def alternatives(meta: dict) -> str:
+    """The words a number flag also takes, as messages say them: " or 'auto'"."""
+    return "".join(f" or '{word}'" for word in meta["also"])
+
+
+def in_bounds(value: float, meta: dict) -> bool:
+    """Whether a number is finite and inside the field's bounds."""
+    low, above, high, below = meta["low"], meta["above"], meta["high"], meta["below"]
+    return (math.isfinite(value) and (low is None or value >= low) and (above is None or value > above)
+            and (high is None or value <= high) and (below is None or value < below))
+
+
+def value_parser(f: dataclasses.Field) -> Callable[[str], Any]:
+    """argparse's `type` for the flag: text -> value, or an error naming what would work."""
+    kind, meta = value_kind(f), f.metadata
+    noun = "an integer" if kind is int else "a finite number"
+    words = alternatives(meta)
+
+    def parse(text: str):
+        if kind is str or text in meta["also"]:
+            return text
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}{words}, got '{text}'") from None
+        if not in_bounds(value, meta):
+            must = " ".join(filter(None, (noun, bounds_text(meta))))
+            raise argparse.ArgumentTypeError(f"must be {must}{words}, got {text}")
+        return value
+    return parse
+
+
+def default_text(f: dataclasses.Field) -> str:
+    """The default as --help shows it: 128 128, 0.0003, off."""
+    value = f.default
+    if value is None or value is False:
+        return f.metadata["unset"]
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def help_text(f: dataclasses.Field) -> str:
+    """The flag's help: its text, then its bounds and default, e.g. 'discount factor (>= 0 and < 1; default: 0.99)'."""
+    notes = [bounds_text(f.metadata) + alternatives(f.metadata)] if value_kind(f) in (int, float) else []
+    if f.default is not dataclasses.MISSING:
+        notes.append(f"default: {default_text(f)}")
+    return f"{f.metadata['help']} ({'; '.join(filter(None, notes))})" if any(notes) else f.metadata["help"]
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type, given_only: bool = False) -> None:
+    """One flag per field of cls, a help group per dataclass; given_only: no defaults, so only given flags parse."""
+    doc = (cls.__doc__ or "").strip().splitlines()[0]
+    group = parser.add_argument_group(f"{cls.__name__} ({os.path.basename(inspect.getfile(cls))})", doc)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.type):
+            add_flags(parser, f.type, given_only)
+            continue
+        kind, meta, required = value_kind(f), f.metadata, f.default is dataclasses.MISSING
+        options = dict(help=help_text(f), default=argparse.SUPPRESS if given_only or required else f.default)
+        if kind is bool:
+            options["action"] = "store_true"
+        else:
+            metavar = meta["metavar"] or {int: "N", float: "X"}.get(kind, f.name.upper())
+            options |= dict(type=value_parser(f), nargs="+" if is_list(f) else None, choices=meta["choices"],
+                            metavar="|".join((metavar, *meta["also"])) if not meta["choices"] else None,
+                            required=required)
+        group.add_argument(f"--{f.name}", **options)
+
+
+def build(cls: type, values: dict) -> Any:
+    """An instance of cls from flat flag values (lists become tuples); absent values take the default."""
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.type):
+            kwargs[f.name] = build(f.type, values)
+        elif f.name in values:
+            value = values[f.name]
+            kwargs[f.name] = tuple(value) if isinstance(value, list) else value
+    return cls(**kwargs)
+
+
+def flat(config: Any) -> dict:
+    """A config's flags as one flat dict, in declaration order (config.json's "flags")."""
+    values = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        values |= flat(value) if dataclasses.is_dataclass(value) else {f.name: value}
+    return values
+
+
+def to_argv(cls: type, values: dict) -> list[str]:
+    """The command line that gives these flag values: the inverse of parsing, for the flags of cls.
+
+    A flag at None (where None is its default) or at False is left out. A value of the wrong
+    kind is passed on as text, for the parser to refuse with its usual one-line error.
+    """
+    fields = {f.name: f for f in leaf_fields(cls)}
+    argv = []
+    for name, value in values.items():
+        f = fields.get(name)
+        if f is not None and value_kind(f) is bool and isinstance(value, bool):
+            argv += [f"--{name}"] if value else []
+        elif value is None and f is not None and f.default is None:
+            continue
+        elif isinstance(value, (list, tuple)) and (f is None or is_list(f)):
+            argv += [f"--{name}", *map(str, value)]
+        else:
+            argv.append(f"--{name}={value}")
+    return argv

@@ -1,0 +1,113 @@
+"""Flags as dataclass fields: one declaration gives the flag, its check, its label and its config.json entry."""
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+import config
+import flags
+from flags import flag
+
+# config.json's "flags" of a default run as commit 07d3f14 wrote them: runs made then must read the same
+FLAGS_OF_07D3F14 = {
+    "agent": "td3", "total_steps": 100000, "bc_weight": 0.0, "bc_alpha": 2.5, "cql_alpha": 0.0, "cql_n_actions": 4,
+    "cql_uniform_only": False, "cql_target_gap": None, "cql_temp": 1.0, "seed": 0, "seeds": None, "workers": 1,
+    "threads": 0, "batch_size": 128, "hidden": [128, 128], "lr": 0.0003, "gamma": 0.99, "tau": 0.005,
+    "policy_noise": 0.2, "noise_clip": 0.5, "policy_delay": 2, "eval_every": 10000, "eval_episodes": 10,
+    "log_every": 1000, "video_every": None, "max_abs_q": None, "dataset": "mujoco/hopper/medium-v0",
+    "device": "auto", "results_dir": "results"}
+
+
+def test_every_flag_keeps_its_name_and_default_from_before_the_declarations():
+    run_config, _ = config.parse([])
+    written = {k: v for k, v in flags.flat(run_config).items() if k != "resume"}
+    assert json.dumps(written, sort_keys=True) == json.dumps(FLAGS_OF_07D3F14, sort_keys=True)
+
+
+def test_the_agent_receives_the_td3_flags_as_its_config():
+    run_config, _ = config.parse(["--lr", "1e-3", "--hidden", "64", "64", "--cql_uniform_only", "--total_steps", "5"])
+    assert (run_config.td3.lr, run_config.td3.hidden, run_config.td3.cql_uniform_only) == (1e-3, (64, 64), True)
+    assert run_config.total_steps == 5
+
+
+def test_config_json_flags_give_back_the_same_config():
+    run_config, _ = config.parse(["--bc_weight", "auto", "--cql_alpha", "5", "--cql_target_gap", "0.5",
+                                  "--cql_uniform_only", "--hidden", "256", "256", "--lr", "1e-05", "--seed", "3",
+                                  "--dataset", "mujoco/hopper/expert-v0", "--max_abs_q", "1e4"])
+    as_json = json.loads(json.dumps(flags.flat(run_config)))
+    assert config.parse(config.command_line(as_json))[0] == run_config
+
+
+def test_only_the_flags_given_are_reported_as_given_even_at_their_default():
+    _, given = config.parse(["--lr", "3e-4", "--seed", "1", "--cql_uniform_only"])
+    assert given == {"lr": 3e-4, "seed": 1, "cql_uniform_only": True}
+
+
+@pytest.mark.parametrize("argv, label", [
+    ([], "td3"),
+    (["--cql_alpha", "5", "--bc_weight", "10", "--seed", "3", "--threads", "2", "--device", "cpu"],
+     "td3_bc_weight=10_cql_alpha=5"),
+    (["--hidden", "256", "256", "--batch_size", "256"], "td3_batch_size=256_hidden=256-256"),
+    (["--eval_every", "5000", "--gamma", "0.9"], "td3_gamma=0.9_eval_every=5000"),
+    (["--cql_alpha", "1", "--cql_uniform_only", "--dataset", "mujoco/hopper/expert-v0"],
+     "td3_cql_alpha=1_cql_uniform_only_dataset=mujoco-hopper-expert-v0"),
+])
+def test_a_runs_label_names_the_flags_off_their_default_in_flag_order(argv, label):
+    assert config.config_name(config.parse(argv)[0]) == label
+
+
+BAD = [
+    (["--gamma", "1"], "argument --gamma: must be a finite number >= 0 and < 1, got 1"),
+    (["--tau", "0"], "argument --tau: must be a finite number > 0 and <= 1, got 0"),
+    (["--hidden", "64", "0"], "argument --hidden: must be an integer >= 1, got 0"),
+    (["--bc_weight", "fast"], "argument --bc_weight: expected a finite number or 'auto', got 'fast'"),
+    (["--lr", "inf"], "argument --lr: must be a finite number > 0, got inf"),
+    (["--agent", "sac"], "argument --agent: invalid choice: 'sac' (choose from 'td3')"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD, ids=[" ".join(argv) for argv, _ in BAD])
+def test_a_value_outside_its_declared_bounds_is_one_line_naming_them(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        config.parse(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"runner.py: error: {message}\n"
+
+
+def test_the_bounds_themselves_are_accepted():
+    run_config, _ = config.parse(["--gamma", "0", "--tau", "1", "--cql_alpha", "0", "--threads", "0"])
+    assert (run_config.td3.gamma, run_config.td3.tau) == (0.0, 1.0)
+
+
+def test_help_shows_each_flag_with_its_bounds_and_default():
+    text = " ".join(config.build_parser().format_help().split())
+    for f in flags.leaf_fields(config.RunConfig):
+        assert f"--{f.name}" in text
+    assert "--lr X Adam step size, actor and critic (> 0; default: 0.0003)" in text
+    assert "--gamma X discount factor (>= 0 and < 1; default: 0.99)" in text
+    assert "--video_every N" in text and "(>= 0; default: one, at the end of the run)" in text
+
+
+@dataclass
+class Inner:
+    """Inner flags."""
+    width: int = flag(3, "a width", low=1)
+
+
+@dataclass
+class Outer:
+    """Outer flags."""
+    rate: float = flag(0.5, "a rate", above=0, high=1)
+    inner: Inner = field(default_factory=Inner)
+    mode: str | None = flag(None, "a mode", choices=("a", "b"))
+
+
+def test_a_new_field_is_a_flag_with_its_check_and_a_nested_dataclass_brings_its_own(capsys):
+    parser = flags.Parser(prog="test")
+    flags.add_flags(parser, Outer)
+    outer = flags.build(Outer, vars(parser.parse_args(["--width", "5", "--rate", "1", "--mode", "b"])))
+    assert outer == Outer(rate=1.0, inner=Inner(width=5), mode="b")
+    assert flags.flat(outer) == {"rate": 1.0, "width": 5, "mode": "b"}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--rate", "1.5"])
+    assert capsys.readouterr().err == "test: error: argument --rate: must be a finite number > 0 and <= 1, got 1.5\n"

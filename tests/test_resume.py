@@ -1,0 +1,225 @@
+"""--resume end to end: it continues exactly, says what it does, and refuses what it cannot trust in one line."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import config
+import flags
+import run_folder
+import runner
+from helpers import FAST, ROOT, only_run, read_csv, short_run
+
+
+def run_cli(*args: str) -> subprocess.Popen:
+    """runner.py in a process of its own, on one thread (--resume takes that from config.json)."""
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    fast = [] if "--resume" in args else [*FAST, "--threads", "1"]
+    return subprocess.Popen([sys.executable, "runner.py", *fast, *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def files_of(run_dir: str) -> dict[str, bytes]:
+    """Every file of a run folder but its lock, by name."""
+    return {p.name: p.read_bytes() for p in Path(run_dir).iterdir() if p.is_file() and p.name != ".lock"}
+
+
+def resume_error(capsys, *argv: str) -> str:
+    """The one line --resume prints when it refuses (exit status 2)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        runner.main(["--resume", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("runner.py: error: ") and "Traceback" not in err, err
+    return err
+
+
+def test_sigterm_then_resume_writes_the_same_rows_as_an_uninterrupted_run(tiny_dataset, tmp_path):
+    run_flags = ["--total_steps", "1200", "--eval_every", "200", "--bc_weight", "1", "--cql_alpha", "1"]
+    whole = run_cli(*run_flags, "--results_dir", str(tmp_path / "whole"))
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+
+    cut = run_cli(*run_flags, "--results_dir", str(tmp_path / "cut"))
+    csv_path = None
+    while csv_path is None or not os.path.exists(csv_path):  # wait for the first evaluation
+        time.sleep(0.05)
+        runs = os.listdir(tmp_path / "cut") if (tmp_path / "cut").exists() else []
+        csv_path = os.path.join(tmp_path / "cut", runs[0], "progress.csv") if runs else None
+        assert cut.poll() is None, "the run ended before it could be interrupted"
+    cut.send_signal(signal.SIGTERM)
+    assert cut.wait(timeout=60) == 130
+    assert "--resume" in cut.stderr.read()
+    run_dir = os.path.dirname(csv_path)
+    interrupted_rows = read_csv(csv_path)
+    assert 1 <= len(interrupted_rows) < 6
+
+    resumed = run_cli("--resume", run_dir)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    expected = read_csv(os.path.join(only_run(tmp_path / "whole"), "progress.csv"))
+    got = read_csv(csv_path)
+    assert len(got) == len(expected) == 6
+    for mine, theirs in zip(got, expected):
+        mine.pop("time_s"), theirs.pop("time_s")
+        assert mine == theirs
+
+
+def test_resume_with_a_larger_total_steps_says_where_it_starts_and_records_the_new_length(tiny_dataset, tmp_path,
+                                                                                         capsys):
+    run_dir = short_run(tmp_path / "results")
+    capsys.readouterr()
+    assert runner.main(["--resume", run_dir, "--total_steps", "30"]) == 0
+    assert f"resuming {run_dir} at step 20 of 30\n" in capsys.readouterr().out
+    assert [row["step"] for row in read_csv(os.path.join(run_dir, "progress.csv"))] == ["10", "20", "30"]
+    written = json.loads(Path(run_dir, "config.json").read_text())
+    assert written["flags"]["total_steps"] == 30 and written["config"].startswith("td3_total_steps=30_")
+
+
+def test_resuming_a_finished_run_says_so_and_changes_nothing(tiny_dataset, tmp_path, capsys):
+    run_dir = short_run(tmp_path / "results")
+    before = files_of(run_dir)
+    capsys.readouterr()
+    assert runner.main(["--resume", run_dir]) == 0
+    assert f"runner.py: {run_dir} is finished (step 20 of 20); nothing to do." in capsys.readouterr().out
+    assert files_of(run_dir) == before
+
+
+@pytest.mark.parametrize("beside, refused", [
+    (["--lr", "1e-3"], "not --lr"),
+    (["--seed", "1", "--threads", "2"], "not --seed --threads"),
+    (["--total_steps", "10"], "--total_steps 10 beside --resume must be larger than the run's 20"),
+])
+def test_flags_beside_resume_are_refused_but_a_larger_total_steps(tiny_dataset, tmp_path, capsys, beside, refused):
+    run_dir = short_run(tmp_path / "results")
+    before = files_of(run_dir)
+    assert refused in resume_error(capsys, run_dir, *beside)
+    assert files_of(run_dir) == before
+
+
+def test_resume_of_a_run_from_before_a_flag_existed_takes_the_flags_default(tiny_dataset, tmp_path):
+    run_dir = short_run(tmp_path / "results", "--total_steps", "10")
+    config_path = Path(run_dir, "config.json")
+    written = json.loads(config_path.read_text())
+    for flag in ("seeds", "workers", "threads"):  # flags this repo gained after its first runs
+        del written["flags"][flag]
+    written["flags"]["total_steps"] = 20
+    config_path.write_text(json.dumps(written))
+    assert runner.main(["--resume", run_dir]) == 0
+    assert [row["step"] for row in read_csv(os.path.join(run_dir, "progress.csv"))] == ["10", "20"]
+
+
+def fake_run(tmp_path: Path, config_text: str) -> str:
+    """A run folder with this config.json and a checkpoint.pt that --resume must never reach."""
+    run_dir = tmp_path / "results" / "td3-seed0-20260101-000000"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(config_text)
+    (run_dir / "checkpoint.pt").write_bytes(b"not reached")
+    return str(run_dir)
+
+
+DAMAGED_FLAGS = [
+    ("lr", -0.001, "argument --lr: must be a finite number > 0, got -0.001"),
+    ("agent", "sac", "argument --agent: invalid choice: 'sac' (choose from 'td3')"),
+    ("lr", "fast", "argument --lr: expected a finite number, got 'fast'"),
+    ("batch_size", 0, "argument --batch_size: must be an integer >= 1, got 0"),
+    ("gamma", None, "argument --gamma: expected a finite number, got 'None'"),
+    ("hidden", [], "argument --hidden: expected at least one argument"),
+    ("cql_uniform_only", "yes", "argument --cql_uniform_only: ignored explicit argument 'yes'"),
+]
+
+
+@pytest.mark.parametrize("name, value, message", DAMAGED_FLAGS, ids=[f"{n}={v}" for n, v, _ in DAMAGED_FLAGS])
+def test_flags_edited_in_config_json_are_checked_as_on_the_command_line(tiny_dataset, tmp_path, capsys,
+                                                                        name, value, message):
+    good = flags.flat(config.parse(FAST)[0])
+    run_dir = fake_run(tmp_path, json.dumps({"flags": good | {name: value}}))
+    assert resume_error(capsys, run_dir) == f"runner.py: error: {run_dir}/config.json: {message}\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"flags": {"lr": 0.1,}}', "config.json cannot be read (JSONDecodeError: Expecting property name"),
+    ('{"config": "td3"}', 'config.json has no "flags" object'),
+    ('{"flags": {"dataset": "test/hopper/tiny-v0", "learning_rate": 0.1}}',
+     "config.json: unrecognized arguments: --learning_rate=0.1"),
+])
+def test_a_config_json_that_is_not_a_runs_is_one_line(tiny_dataset, tmp_path, capsys, text, message):
+    assert message in resume_error(capsys, fake_run(tmp_path, text))
+
+
+def test_a_run_stopped_before_its_first_checkpoint_says_so(tmp_path, capsys):
+    run_dir = fake_run(tmp_path, json.dumps({"flags": {}}))
+    os.remove(os.path.join(run_dir, "checkpoint.pt"))
+    err = resume_error(capsys, run_dir)
+    assert f"{run_dir} has a config.json but no checkpoint.pt: the run was stopped before its first evaluation" in err
+    assert "start it again without --resume" in err
+
+
+def test_a_run_folder_held_by_another_process_is_refused_naming_it(tiny_dataset, tmp_path, capsys):
+    run_dir = short_run(tmp_path / "results")
+    before = files_of(run_dir)
+    with run_folder.hold(run_dir):  # as a running runner.py holds it
+        err = resume_error(capsys, run_dir, "--total_steps", "30")
+    assert f"runner.py: error: {run_dir} is in use by process {os.getpid()} (the pid in its .lock)" in err
+    assert files_of(run_dir) == before
+
+
+class RunsCode:
+    """A pickle that creates a folder when it is loaded: what an untrusted checkpoint could do."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return os.makedirs, (self.path,)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "old_optimizer_layout", "runs_code", "step_as_text"])
+def test_a_checkpoint_it_cannot_restore_is_one_line_keeping_the_csv(tiny_dataset, tmp_path, capsys, damage):
+    run_dir = short_run(tmp_path / "results")
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    state = torch.load(checkpoint, weights_only=False)  # a file this test just wrote
+    if damage == "garbage":
+        state = None
+        Path(checkpoint).write_bytes(b"not a checkpoint")
+    elif damage == "old_optimizer_layout":  # as written before the agent had its own Adam
+        state["agent"]["critic_opt"] = {"state": {}, "param_groups": []}
+    elif damage == "runs_code":
+        state["elapsed"] = RunsCode(str(tmp_path / "ran"))
+    else:
+        state["step"] = "20"
+    if state is not None:
+        torch.save(state, checkpoint)
+    before = files_of(run_dir)
+    err = resume_error(capsys, run_dir, "--total_steps", "30")  # a finished run would not be restored
+    assert f"--resume: {checkpoint} cannot be restored" in err
+    assert files_of(run_dir) == before
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_long_reason_is_cut_between_words(tiny_dataset, tmp_path, capsys):
+    run_dir = short_run(tmp_path / "results")
+    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    state = torch.load(checkpoint, weights_only=False)  # a file this test just wrote
+    state["agent"]["updates"] = "qwerty " * 60
+    torch.save(state, checkpoint)
+    err = resume_error(capsys, run_dir, "--total_steps", "30")
+    assert "(ValueError: invalid literal for int()" in err
+    assert set(re.findall(r"\bqw\w*", err)) == {"qwerty"}  # no "qwer" cut short
+
+
+def test_a_broken_progress_csv_is_named_and_the_checkpoint_not_blamed(tiny_dataset, tmp_path, capsys):
+    run_dir = short_run(tmp_path / "results")
+    with open(os.path.join(run_dir, "progress.csv"), "a") as f:
+        f.write("twenty,1,2,3,4,5,6,7\n")
+    before = files_of(run_dir)
+    err = resume_error(capsys, run_dir, "--total_steps", "30")
+    assert "progress.csv cannot be read" in err and "checkpoint.pt is intact" in err
+    assert "cannot be restored" not in err and "damaged" not in err
+    assert files_of(run_dir) == before
