@@ -194,7 +194,11 @@ def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
     settings = [dict(key) for key in by_key]  # flag -> its value as JSON; a flag older runs lack is absent
     names = dict.fromkeys(name for run in runs for name in run.flags)  # runner.py's flag order
     differing = [n for n in names if len({s.get(n) for s in settings}) > 1]
-    if differing:
+    # runner.py's own label (every flag off its default) when it names each group, and only it
+    own = [{run.meta.get("config") for run in group} for group in by_key.values()]
+    if all(len(labels) == 1 and None not in labels for labels in own) and len({*map(min, own)}) == len(own):
+        labels = [min(labels) for labels in own]
+    elif differing:
         labels = [" ".join(f"{n}={show(json.loads(s[n])) if n in s else 'unset'}" for n in differing)
                   for s in settings]
     else:  # one group: nothing to tell apart

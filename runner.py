@@ -29,8 +29,8 @@ import sweep
 from config import RunConfig
 from run_folder import RunFolderError
 from td3_agent import TD3Agent
-from utils import (DatasetError, ReplayBuffer, dataset_to_buffer, discounted_returns, evaluate, load_dataset,
-                   record_video, reference_scores, set_seed)
+from utils import (DatasetError, ReplayBuffer, dataset_to_buffer, discounted_returns, evaluate, evaluation_env,
+                   load_dataset, record_video, reference_scores, set_seed)
 
 CSV_COLUMNS = ["step", "eval_return_mean", "eval_return_std", "dataset_q", "mc_return", "policy_q",
                "bc_distance", "time_s"]  # progress.csv: one row per evaluation
@@ -110,9 +110,9 @@ def build(cfg: RunConfig) -> tuple[Run, minari.MinariDataset]:
     set_seed(cfg.seed)
     try:
         dataset = load_dataset(cfg.dataset)
-    except DatasetError as err:
+        buffer, env = dataset_to_buffer(dataset, device), evaluation_env(dataset)
+    except DatasetError as err:  # nothing is trained or written on data that cannot be used
         raise fail(f"--dataset: {err}") from None
-    buffer, env = dataset_to_buffer(dataset, device), dataset.recover_environment(eval_env=True)
     if cfg.td3.batch_size > len(buffer):
         raise fail(f"--batch_size {cfg.td3.batch_size} is larger than the dataset ({len(buffer)} transitions); "
                    f"use at most {len(buffer)}")

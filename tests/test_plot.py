@@ -84,10 +84,19 @@ def test_runs_differing_in_any_other_flag_are_kept_apart_and_labelled_by_it(tmp_
     assert all(len(runs) == 1 for runs in groups.values())
 
 
-def test_labels_name_every_differing_flag_and_a_flag_older_runs_lack(tmp_path):
-    write_run(tmp_path, "td3_cql5", 0, cql_alpha=5.0, cql_policy_actions=False)
-    write_run(tmp_path, "td3_cql5b", 0, cql_alpha=5.0, cql_policy_actions=True)
+def test_groups_take_runners_own_labels_when_those_tell_them_apart(tmp_path):
+    write_run(tmp_path, "td3_cql_alpha=5", 0, cql_alpha=5.0)
+    write_run(tmp_path, "td3_cql_alpha=5", 1, cql_alpha=5.0)
     write_run(tmp_path, "td3", 0)
+    groups = plot.group_runs(plot.load_runs(str(tmp_path)))
+    assert {label: len(runs) for label, runs in groups.items()} == {"td3": 1, "td3_cql_alpha=5": 2}
+
+
+def test_labels_name_every_differing_flag_and_a_flag_older_runs_lack(tmp_path):
+    # one label for all three (as from an older runner.py): the flags must tell them apart
+    write_run(tmp_path, "td3", 0, cql_alpha=5.0, cql_policy_actions=False)
+    write_run(tmp_path, "td3", 1, cql_alpha=5.0, cql_policy_actions=True)
+    write_run(tmp_path, "td3", 2)
     labels = list(plot.group_runs(plot.load_runs(str(tmp_path))))
     assert labels == ["cql_alpha=0 cql_policy_actions=unset", "cql_alpha=5 cql_policy_actions=False",
                       "cql_alpha=5 cql_policy_actions=True"]
@@ -185,7 +194,7 @@ def test_normalized_score_uses_config_json_references_else_the_d4rl_hopper_proxy
     write_run(tmp_path / "mixed", "td3_bc10", 0, returns=(500.0,), bc_weight=10.0)
     table = plot.summary_table(plot.summary_rows(plot.group_runs(plot.load_runs(str(tmp_path / "mixed")))))
     rows = {line.split()[0]: line for line in table.splitlines()}
-    assert "* 16.0" in rows["bc_weight=10"] and "*" not in rows["bc_weight=0"]  # the proxy row is marked
+    assert "* 16.0" in rows["td3_bc10"] and "*" not in rows["td3"]  # the proxy row is marked
     assert "* D4RL hopper proxy where it has none" in table
 
 

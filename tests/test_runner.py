@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import runner
+from conftest import rollout_episodes, write_dataset
 from helpers import FAST, ROOT, only_run, read_csv, short_run
 
 
@@ -233,3 +235,17 @@ def test_a_results_folder_that_cannot_be_written_is_one_line_before_training(tin
     assert err.count("\n") == 1 and f"({reason}); nothing was trained\n" in err, err
     assert err.startswith(f"runner.py: error: cannot {'create' if 'read-only' in failing else 'write'} {results}/")
     assert os.listdir(results) == []
+
+
+def test_a_nan_in_the_dataset_stops_the_run_before_anything_is_written(minari_root, tmp_path, capsys):
+    episodes = rollout_episodes()
+    episodes[4].observations[3, 2] = np.nan
+    write_dataset(minari_root, episodes=episodes)
+    results = tmp_path / "results"
+    with pytest.raises(SystemExit) as exit_info:
+        runner.main([*FAST, "--total_steps", "4", "--results_dir", str(results)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("runner.py: error: --dataset:") and "\n" not in err
+    assert "observations of episode 4, step 3" in err and "--lr" not in err
+    assert not results.exists()
