@@ -61,7 +61,8 @@ PROXY = "D4RL hopper proxy"
 SUMMARY_COLUMNS = ("group", "config", "seeds", "seeds_reached_final", "final_step",
                    *(f"{when}_{kind}_{stat}" for when in ("final", "best") for kind in ("return", "normalized")
                      for stat in ("iqm", "ci_low", "ci_high")),
-                   "normalized_reference", "final_dataset_q", "mc_return")
+                   "normalized_reference", "final_return_mean", "final_return_std", "best_return_mean",
+                   "best_return_std", "final_returns_per_seed", "final_dataset_q", "mc_return")
 
 
 class PlotError(Exception):
@@ -368,9 +369,11 @@ def summary_rows(groups: dict[str, list[Run]]) -> list[dict]:
                "final_dataset_q": mean_of_last(runs, "dataset_q"), "mc_return": mean_of_last(runs, "mc_return")}
         for when, per_seed in (("final", [v[-1] for _, v in returns]), ("best", [v.max() for _, v in returns])):
             stat = iqm_ci(np.array(per_seed))
+            row |= {f"{when}_return_mean": float(np.mean(per_seed)), f"{when}_return_std": float(np.std(per_seed))}
             row |= dict(zip((f"{when}_return_iqm", f"{when}_return_ci_low", f"{when}_return_ci_high"), stat))
             row |= {f"{when}_normalized_{s}": 100 * (v - random) / (expert - random)
                     for s, v in zip(("iqm", "ci_low", "ci_high"), stat)}
+        row["final_returns_per_seed"] = " ".join(f"{v[-1]:.1f}" for _, v in returns)  # in seed-folder order
         rows.append(row)
     return rows
 

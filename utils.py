@@ -214,6 +214,18 @@ def evaluate(policy, env: gym.Env, episodes: int, seed: int) -> np.ndarray:
     return returns
 
 
+def make_render_env(env: gym.Env) -> gym.Env:
+    """A copy of env that renders RGB frames, through the camera that follows the agent if it has one.
+
+    MuJoCo's locomotion models (Hopper, Walker2d, HalfCheetah) define a camera named 'track'
+    that follows the body; the default free camera stays put while the hopper moves out of view.
+    """
+    try:
+        return gym.make(env.spec, render_mode="rgb_array", camera_name="track")
+    except Exception:  # no such camera, or an env that takes no camera_name
+        return gym.make(env.spec, render_mode="rgb_array")
+
+
 def record_video(policy, env: gym.Env, path: str, seed: int, fps: int = 30) -> int:
     """Write an MP4 of one deterministic episode in a rendering copy of `env`; returns its frames.
 
@@ -222,7 +234,7 @@ def record_video(policy, env: gym.Env, path: str, seed: int, fps: int = 30) -> i
     an episode of T steps gives ceil((T + 1) / k) frames, the state after reset the first.
     """
     import imageio  # only runs that record videos need the writer
-    render_env = gym.make(env.spec, render_mode="rgb_array")
+    render_env = make_render_env(env)
     every = max(1, round(render_env.metadata.get("render_fps", fps) / fps))
     try:
         obs, _ = render_env.reset(seed=seed)
