@@ -218,11 +218,11 @@ def test_training_curves_per_group_and_across_groups_come_from_train_csv(tmp_pat
     write_run(tmp_path, "td3", 0)
     write_run(tmp_path, "td3_cql5", 0, cql_alpha=5.0, cql=True)
     figures = figures_of(tmp_path)
-    per_group = {"training_curves_cql_alpha=0.png", "training_curves_cql_alpha=5.png"}
+    per_group = {"training_curves_td3.png", "training_curves_td3_cql5.png"}
     assert {"training_curves.png", *per_group} <= set(figures)
-    td3 = [ax.get_title() for ax in figures["training_curves_cql_alpha=0.png"].axes]
+    td3 = [ax.get_title() for ax in figures["training_curves_td3.png"].axes]
     assert "td_loss" in td3 and not any("cql" in title.lower() for title in td3)  # absent columns: no panel
-    cql = figures["training_curves_cql_alpha=5.png"]
+    cql = figures["training_curves_td3_cql5.png"]
     assert panel(cql, "CQL").get_legend() is not None and panel(cql, "td_loss").get_yscale() == "log"
     assert panel(figures["training_curves.png"], "critic_loss").get_yscale() == "log"
 
