@@ -249,3 +249,17 @@ def test_a_nan_in_the_dataset_stops_the_run_before_anything_is_written(minari_ro
     assert err.startswith("runner.py: error: --dataset:") and "\n" not in err
     assert "observations of episode 4, step 3" in err and "--lr" not in err
     assert not results.exists()
+
+
+def test_videos_are_written_when_due_and_a_failed_render_is_one_warning(tiny_dataset, tmp_path, capsys, monkeypatch):
+    run_dir = short_run(tmp_path / "ok", "--video_every", "10")
+    assert sorted(os.listdir(os.path.join(run_dir, "videos"))) == ["step10.mp4", "step20.mp4"]
+
+    def broken_renderer(*args, **kwargs):
+        raise RuntimeError("no GL context\nsecond line")
+    monkeypatch.setattr(runner, "record_video", broken_renderer)  # the machine's GL, not the runner, fails
+    capsys.readouterr()
+    run_dir = short_run(tmp_path / "broken", "--video_every", "10")  # still finishes, exit 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 2 and "no GL context" in warnings[0] and "second line" not in warnings[0]
+    assert len(read_csv(os.path.join(run_dir, "progress.csv"))) == 2
