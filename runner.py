@@ -34,11 +34,7 @@ from utils import (DatasetError, ReplayBuffer, dataset_to_buffer, discounted_ret
 
 CSV_COLUMNS = ["step", "eval_return_mean", "eval_return_std", "dataset_q", "mc_return", "policy_q",
                "bc_distance", "time_s"]  # progress.csv: one row per evaluation
-# train.csv: one row per --log_every updates, each metric's mean over them; a metric the agent
-# returns that is not named here stops the first write (csv.DictWriter raises on unknown keys)
-TRAIN_COLUMNS = ["step", "q1", "q2", "target_q", "td_loss", "cql_penalty", "cql_logsumexp", "cql_q_random",
-                 "cql_q_policy", "cql_q_data", "cql_alpha", "critic_loss", "ddpg_loss", "bc_loss", "bc_weight",
-                 "actor_loss"]
+TRAIN_COLUMNS = ["step", *TD3Agent.METRICS]  # train.csv: one row per --log_every updates
 DIAGNOSTIC_PAIRS = 1000  # dataset (s, a) pairs on which Q, MC return and BC distance are tracked
 
 

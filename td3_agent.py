@@ -73,6 +73,11 @@ class TD3Agent:
                              in ((self.actor_target, self.actor), (self.critic_target, self.critic))]
         self.updates = 0
 
+    # Every name update() may return, in train.csv's column order. A new logged term goes here
+    # beside its line in update(): a name missing here stops train.csv's first write, loudly.
+    METRICS = ("q1", "q2", "target_q", "td_loss", "cql_penalty", "cql_logsumexp", "cql_q_random", "cql_q_policy",
+               "cql_q_data", "cql_alpha", "critic_loss", "ddpg_loss", "bc_loss", "bc_weight", "actor_loss")
+
     def update(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
                next_obs: torch.Tensor, not_done: torch.Tensor) -> dict[str, torch.Tensor]:
         """One gradient step on a batch; returns this step's named terms as 0-d tensors.
