@@ -25,6 +25,7 @@ import torch
 
 import config
 from config import RunConfig
+from utils import reason
 
 CONFIG, CHECKPOINT, ACTOR, LOCK = "config.json", "checkpoint.pt", "actor.pt", ".lock"
 LOGS = ("progress.csv", "train.csv")
@@ -37,14 +38,6 @@ NUMPY_ARRAYS = [np.zeros(0).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype
 
 class RunFolderError(Exception):
     """A run folder that cannot be read, written or held; the message is one line."""
-
-
-def reason(err: BaseException, limit: int = 160) -> str:
-    """An exception as a short phrase: its type and first line, cut between words if long."""
-    text = " ".join((str(err).splitlines() or [""])[0].split())
-    if len(text) > limit:
-        text = text[:limit].rsplit(" ", 1)[0] + " ..."
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def write_atomically(path: str, data: bytes, intact: str = "") -> None:

@@ -29,8 +29,8 @@ import sweep
 from config import RunConfig
 from run_folder import RunFolderError
 from td3_agent import TD3Agent
-from utils import (DatasetError, ReplayBuffer, dataset_to_buffer, discounted_returns, evaluate, evaluation_env,
-                   load_dataset, record_video, reference_scores, set_seed)
+from utils import (EVAL_SEED_OFFSET, DatasetError, ReplayBuffer, dataset_to_buffer, discounted_returns, evaluate,
+                   evaluation_env, load_dataset, reason, record_video, reference_scores, set_seed)
 
 CSV_COLUMNS = ["step", "eval_return_mean", "eval_return_std", "dataset_q", "mc_return", "policy_q",
                "bc_distance", "time_s"]  # progress.csv: one row per evaluation
@@ -158,7 +158,7 @@ def resume(run_dir: str, given: dict, held: contextlib.ExitStack) -> Run | None:
 
 def evaluate_and_log(run: Run) -> dict[str, float]:
     """Evaluate the policy, measure the diagnostics, append one progress.csv row; returns the row."""
-    returns = evaluate(run.agent.act, run.env, run.cfg.eval_episodes, seed=run.cfg.seed + 10_000)
+    returns = evaluate(run.agent.act, run.env, run.cfg.eval_episodes, seed=run.cfg.seed + EVAL_SEED_OFFSET)
     row = run.agent.diagnostics(*run.probe)
     row |= {"step": run.step, "eval_return_mean": float(returns.mean()), "eval_return_std": float(returns.std()),
             "mc_return": run.mc_return, "time_s": round(run.elapsed, 2)}
@@ -177,9 +177,9 @@ def save_video(run: Run) -> None:
     """videos/step<N>.mp4 of one deterministic evaluation episode; a failure is one warning line."""
     path = os.path.join(run.dir, "videos", f"step{run.step}.mp4")
     try:
-        frames = record_video(run.agent.act, run.env, path, seed=run.cfg.seed + 10_000)
+        frames = record_video(run.agent.act, run.env, path, seed=run.cfg.seed + EVAL_SEED_OFFSET)
     except Exception as err:  # rendering depends on the machine's GL; training must go on without it
-        print(f"runner.py: warning: no video at step {run.step} ({run_folder.reason(err)}); training goes on",
+        print(f"runner.py: warning: no video at step {run.step} ({reason(err)}); training goes on",
               file=sys.stderr)
         return
     tqdm.write(f"video: {path} ({frames} frames)")

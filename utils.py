@@ -11,6 +11,18 @@ import numpy as np
 import torch
 
 
+def reason(err: BaseException, limit: int = 160) -> str:
+    """An exception as a short phrase: its type and first line, cut between words if long."""
+    text = " ".join((str(err).splitlines() or [""])[0].split())
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+# Evaluation episodes (and their videos) use env seeds seed + EVAL_SEED_OFFSET, seed + EVAL_SEED_OFFSET + 1, ...
+EVAL_SEED_OFFSET = 10_000
+
+
 class DatasetError(Exception):
     """The dataset cannot be had; the message says why and what would work."""
 
@@ -157,9 +169,8 @@ def evaluation_env(dataset: minari.MinariDataset) -> gym.Env:
     try:
         env = dataset.recover_environment(eval_env=True)
     except Exception as err:  # no env spec stored, an env id gymnasium does not know, missing extras
-        reason = (str(err).splitlines() or [""])[0]
         raise DatasetError(f"dataset '{dataset_id}' names no environment this machine can make "
-                           f"({type(err).__name__}: {reason}); it cannot be evaluated") from None
+                           f"({reason(err)}); it cannot be evaluated") from None
     for name in ("observation_space", "action_space"):
         ours, theirs = getattr(env, name), getattr(dataset, name)
         if not isinstance(ours, gym.spaces.Box) or ours.shape != theirs.shape or (
@@ -235,7 +246,8 @@ def record_video(policy, env: gym.Env, path: str, seed: int, fps: int = 30) -> i
     """
     import imageio  # only runs that record videos need the writer
     render_env = make_render_env(env)
-    every = max(1, round(render_env.metadata.get("render_fps", fps) / fps))
+    render_fps = render_env.metadata.get("render_fps", fps)
+    every = max(1, round(render_fps / fps))
     try:
         obs, _ = render_env.reset(seed=seed)
         frames, steps, done = [render_env.render()], 0, False
@@ -247,5 +259,5 @@ def record_video(policy, env: gym.Env, path: str, seed: int, fps: int = 30) -> i
     finally:
         render_env.close()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    imageio.mimwrite(path, frames, fps=render_env.metadata.get("render_fps", fps) / every, macro_block_size=1)
+    imageio.mimwrite(path, frames, fps=render_fps / every, macro_block_size=1)
     return len(frames)

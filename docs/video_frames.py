@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo's modules
 from networks import Actor  # noqa: E402
-from utils import evaluation_env, load_dataset, record_video  # noqa: E402
+from utils import EVAL_SEED_OFFSET, evaluation_env, load_dataset, record_video  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
@@ -40,7 +40,7 @@ def record_final(run_dir: str, meta: dict) -> str:
     def policy(obs):
         return actor(torch.as_tensor(obs, dtype=torch.float32)).numpy()
     path = os.path.join(run_dir, "videos", "final.mp4")
-    record_video(policy, env, path, seed=flags["seed"] + 10_000)  # runner.py's evaluation seed
+    record_video(policy, env, path, seed=flags["seed"] + EVAL_SEED_OFFSET)  # as runner.py's videos
     return path
 
 

@@ -8,7 +8,7 @@ import imageio_ffmpeg
 import minari
 
 from utils import (DatasetError, dataset_to_buffer, discounted_returns, evaluate, evaluation_env,
-                   get_buffer_and_environments_for_task, load_dataset, record_video)
+                   get_buffer_and_environments_for_task, load_dataset, reason, record_video)
 from conftest import DATASET_ID, rollout_episodes, write_dataset
 
 CPU = torch.device("cpu")
@@ -167,3 +167,9 @@ def test_a_dataset_without_an_environment_cannot_be_evaluated(minari_root):
                                        algorithm_name="random")
     with pytest.raises(DatasetError, match="names no environment"):
         evaluation_env(minari.load_dataset("test/hopper/noenv-v0"))
+
+
+def test_a_long_reason_is_cut_between_words():
+    phrase = reason(ValueError("checkpoint " * 40))
+    assert phrase.startswith("ValueError: checkpoint") and phrase.endswith(" ...") and len(phrase) < 200
+    assert set(phrase.removeprefix("ValueError: ").removesuffix(" ...").split()) == {"checkpoint"}
