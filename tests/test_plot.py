@@ -1,52 +1,23 @@
-"""plot.py as a specification: how it groups run folders, what it draws, what its summary says."""
+"""plot.py as a specification: what it draws and writes, and its one-line errors."""
 import csv
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from matplotlib.collections import PolyCollection
 
 import plot
+import summary
+from fake_runs import write_run
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PROGRESS = ("step", "eval_return_mean", "eval_return_std", "dataset_q", "mc_return", "policy_q", "bc_distance",
-            "time_s")
-TRAIN = ("step", "q1", "q2", "target_q", "td_loss", "critic_loss", "ddpg_loss", "bc_loss", "bc_weight", "actor_loss")
-CQL = ("cql_penalty", "cql_logsumexp", "cql_q_random", "cql_q_policy", "cql_q_data", "cql_alpha")
-FLAGS = {"agent": "td3", "total_steps": 3000, "bc_weight": 0.0, "bc_alpha": 2.5, "cql_alpha": 0.0, "hidden": [256, 256],
-         "seed": 0, "seeds": None, "workers": 1, "threads": 0, "lr": 3e-4, "gamma": 0.99, "eval_every": 1000,
-         "eval_episodes": 10, "log_every": 1000, "video_every": 0, "device": "auto", "results_dir": "results"}
-
-
-def write_run(root: Path, name: str, seed: int = 0, returns=(300.0, 600.0, 900.0), mc_return: float = 280.0,
-              train: bool = True, cql: bool = False, refs=(None, None), **flags) -> Path:
-    """A run folder as runner.py writes it: config.json, progress.csv (one row per 1000 steps), train.csv."""
-    run_dir = root / f"{name}-seed{seed}"
-    run_dir.mkdir(parents=True)
-    config = {"flags": FLAGS | {"seed": seed} | flags, "config": name, "device": "cpu", "dataset_transitions": 100,
-              "ref_min_score": refs[0], "ref_max_score": refs[1]}
-    (run_dir / "config.json").write_text(json.dumps(config))
-    steps = [1000 * (i + 1) for i in range(len(returns))]
-    with open(run_dir / "progress.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(PROGRESS)
-        writer.writerows([s, r, 20.0, 10.0 * s / 1000, mc_return, 12.0, 0.1, 3.0] for s, r in zip(steps, returns))
-    if train:
-        columns = TRAIN + CQL * cql
-        with open(run_dir / "train.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(columns)
-            writer.writerows([s] + [0.5 + s / 1000] * (len(columns) - 1) for s in steps)
-    return run_dir
 
 
 def figures_of(root: Path, behaviour_return: float | None = None) -> dict:
     """The figures plot.py makes of the runs below root, by file name."""
-    return plot.make_figures(plot.group_runs(plot.load_runs(str(root))), behaviour_return)
+    return plot.make_figures(summary.group_runs(summary.load_runs(str(root))), behaviour_return)
 
 
 def panel(fig, title_start: str):
@@ -62,46 +33,6 @@ def lines_of_width(ax, width: float) -> list:
 def horizontal_lines(ax, y: float) -> list:
     """Reference lines (axhline) drawn at height y."""
     return [line for line in ax.get_lines() if list(line.get_ydata()) == [y, y]]
-
-
-def test_runs_differing_only_in_seed_threads_or_workers_are_one_group_named_by_config(tmp_path):
-    write_run(tmp_path, "td3_bc10", 0, bc_weight=10.0)
-    write_run(tmp_path, "td3_bc10", 1, bc_weight=10.0, threads=4, workers=3, device="cuda", log_every=500)
-    groups = plot.group_runs(plot.load_runs(str(tmp_path)))
-    assert {label: len(runs) for label, runs in groups.items()} == {"td3_bc10": 2}
-
-
-@pytest.mark.parametrize("flag, values, labels", [
-    ("lr", (1e-4, 3e-4), ["lr=0.0001", "lr=0.0003"]),
-    ("total_steps", (3000, 6000), ["total_steps=3000", "total_steps=6000"]),
-    ("eval_episodes", (5, 10), ["eval_episodes=5", "eval_episodes=10"]),
-    ("hidden", ([64], [256, 256]), ["hidden=64", "hidden=256,256"])])
-def test_runs_differing_in_any_other_flag_are_kept_apart_and_labelled_by_it(tmp_path, flag, values, labels):
-    for seed, value in enumerate(values):
-        write_run(tmp_path, "td3", seed, **{flag: value})  # one config label for both: the flag must tell them apart
-    groups = plot.group_runs(plot.load_runs(str(tmp_path)))
-    assert list(groups) == labels  # in numeric order
-    assert all(len(runs) == 1 for runs in groups.values())
-
-
-def test_groups_take_runners_own_labels_when_those_tell_them_apart(tmp_path):
-    write_run(tmp_path, "td3_cql_alpha=5", 0, cql_alpha=5.0)
-    write_run(tmp_path, "td3_cql_alpha=5", 1, cql_alpha=5.0)
-    write_run(tmp_path, "td3", 0)
-    groups = plot.group_runs(plot.load_runs(str(tmp_path)))
-    assert {label: len(runs) for label, runs in groups.items()} == {"td3": 1, "td3_cql_alpha=5": 2}
-
-
-def test_labels_name_every_differing_flag_and_a_flag_older_runs_lack(tmp_path):
-    # one label for all three (as from an older runner.py): the flags must tell them apart
-    write_run(tmp_path, "td3", 0, cql_alpha=5.0, cql_policy_actions=False)
-    write_run(tmp_path, "td3", 1, cql_alpha=5.0, cql_policy_actions=True)
-    write_run(tmp_path, "td3", 2)
-    labels = list(plot.group_runs(plot.load_runs(str(tmp_path))))
-    assert labels == ["cql_alpha=0 cql_policy_actions=unset", "cql_alpha=5 cql_policy_actions=False",
-                      "cql_alpha=5 cql_policy_actions=True"]
-    assert len({plot.file_safe(label) for label in labels}) == 3
-    assert all(" " not in plot.file_safe(label) for label in labels)
 
 
 def test_band_is_the_min_max_over_seeds_never_outside_their_values(tmp_path):
@@ -127,10 +58,10 @@ def test_a_run_that_stopped_early_keeps_the_others_whole_and_is_flagged(tmp_path
     ax = figures_of(tmp_path)["returns.png"].axes[0]
     assert sorted(line.get_xdata()[-1] for line in lines_of_width(ax, plot.SEED_WIDTH)) == [2000, 3000, 3000]
     assert list(lines_of_width(ax, plot.MEAN_WIDTH)[0].get_xdata()) == [1000, 2000]  # where all three have data
-    groups = plot.group_runs(plot.load_runs(str(tmp_path)))
-    row = plot.summary_rows(groups)[0]
+    groups = summary.group_runs(summary.load_runs(str(tmp_path)))
+    row = summary.summary_rows(groups)[0]
     assert (row["seeds"], row["seeds_reached_final"], row["final_step"]) == (3, 2, 3000)
-    assert "2 of 3 seeds reached 3000" in plot.summary_table([row])
+    assert "2 of 3 seeds reached 3000" in summary.summary_table([row])
     assert "2 reached 3000" in plot.legend_label("td3", groups["td3"])
 
 
@@ -149,53 +80,6 @@ def test_broken_folders_are_skipped_with_a_warning_and_the_others_plotted(tmp_pa
     for name in ("returns.png", "q_values.png", "diagnostics.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG_SIGNATURE
     assert (tmp_path / "summary.csv").exists()
-
-
-def test_a_broken_train_csv_is_skipped_with_a_warning_but_the_run_still_counts(tmp_path, capsys):
-    train = write_run(tmp_path, "td3", 0) / "train.csv"
-    train.write_text("step,q1\n1000,2.0\n2000")
-    runs = plot.load_runs(str(tmp_path))
-    assert len(runs) == 1 and runs[0].train is None
-    assert capsys.readouterr().err == f"plot.py: warning: skipping {train}: train.csv has a truncated or malformed row\n"
-
-
-def test_iqm_is_the_25_percent_trimmed_mean_with_a_bootstrap_ci_inside_the_seeds_range():
-    iqm, low, high = plot.iqm_ci(np.array([1.0, 2.0, 3.0, 4.0, 100.0]))
-    assert iqm == 3.0  # the outlier 100 (and the 1) are trimmed
-    assert 1.0 <= low <= iqm <= high <= 100.0
-    assert plot.iqm_ci(np.array([1.0, 2.0, 3.0, 4.0, 100.0])) == (iqm, low, high)  # fixed random state
-
-
-def test_one_seed_has_no_confidence_interval(tmp_path):
-    write_run(tmp_path, "td3", 0)
-    row = plot.summary_rows(plot.group_runs(plot.load_runs(str(tmp_path))))[0]
-    assert row["final_return_iqm"] == 900.0 and np.isnan(row["final_return_ci_low"])
-    assert "[" not in plot.summary_table([row]).splitlines()[1]
-
-
-def test_best_return_is_each_seeds_best_evaluation(tmp_path):
-    write_run(tmp_path, "td3", 0, returns=(100.0, 700.0, 200.0))
-    write_run(tmp_path, "td3", 1, returns=(500.0, 100.0, 300.0))
-    row = plot.summary_rows(plot.group_runs(plot.load_runs(str(tmp_path))))[0]
-    assert (row["final_return_iqm"], row["best_return_iqm"]) == (250.0, 600.0)
-
-
-def test_normalized_score_uses_config_json_references_else_the_d4rl_hopper_proxy(tmp_path):
-    write_run(tmp_path / "refs", "td3", 0, returns=(500.0,), refs=(0.0, 1000.0))
-    write_run(tmp_path / "proxy", "td3", 0, returns=(-20.272305 + 0.5 * (3234.3 + 20.272305),))
-    with_refs = plot.summary_rows(plot.group_runs(plot.load_runs(str(tmp_path / "refs"))))
-    proxy = plot.summary_rows(plot.group_runs(plot.load_runs(str(tmp_path / "proxy"))))
-    assert with_refs[0]["final_normalized_iqm"] == pytest.approx(50.0)
-    assert with_refs[0]["normalized_reference"] == "config.json"
-    assert proxy[0]["final_normalized_iqm"] == pytest.approx(50.0)
-    assert "normalized final (D4RL hopper proxy)" in plot.summary_table(proxy).splitlines()[0]
-    assert "proxy" not in plot.summary_table(with_refs)
-    write_run(tmp_path / "mixed", "td3", 0, returns=(500.0,), refs=(0.0, 1000.0))
-    write_run(tmp_path / "mixed", "td3_bc10", 0, returns=(500.0,), bc_weight=10.0)
-    table = plot.summary_table(plot.summary_rows(plot.group_runs(plot.load_runs(str(tmp_path / "mixed")))))
-    rows = {line.split()[0]: line for line in table.splitlines()}
-    assert "* 16.0" in rows["td3_bc10"] and "*" not in rows["td3"]  # the proxy row is marked
-    assert "* D4RL hopper proxy where it has none" in table
 
 
 def test_summary_is_printed_and_written_as_summary_csv_with_the_promised_columns(tmp_path, capsys):

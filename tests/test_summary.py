@@ -1,0 +1,102 @@
+"""summary.py as a specification: how run folders are read and grouped, and what the summary says."""
+import numpy as np
+import pytest
+
+import plot
+import summary
+from config import RunConfig
+from fake_runs import write_run
+from flags import leaf_fields
+
+
+def test_runs_are_grouped_by_every_flag_but_those_runner_leaves_out_of_a_label():
+    # the twin of config.py's label=False (agent aside: it starts every label, so it is part of the key)
+    outside = {f.name for f in leaf_fields(RunConfig) if not f.metadata["label"]} - {"agent"}
+    assert summary.NOT_IN_GROUP_KEY == outside
+
+
+def test_runs_differing_only_in_seed_threads_or_workers_are_one_group_named_by_config(tmp_path):
+    write_run(tmp_path, "td3_bc10", 0, bc_weight=10.0)
+    write_run(tmp_path, "td3_bc10", 1, bc_weight=10.0, threads=4, workers=3, device="cuda", log_every=500)
+    groups = summary.group_runs(summary.load_runs(str(tmp_path)))
+    assert {label: len(runs) for label, runs in groups.items()} == {"td3_bc10": 2}
+
+
+@pytest.mark.parametrize("flag, values, labels", [
+    ("lr", (1e-4, 3e-4), ["lr=0.0001", "lr=0.0003"]),
+    ("total_steps", (3000, 6000), ["total_steps=3000", "total_steps=6000"]),
+    ("eval_episodes", (5, 10), ["eval_episodes=5", "eval_episodes=10"]),
+    ("hidden", ([64], [256, 256]), ["hidden=64", "hidden=256,256"])])
+def test_runs_differing_in_any_other_flag_are_kept_apart_and_labelled_by_it(tmp_path, flag, values, labels):
+    for seed, value in enumerate(values):
+        write_run(tmp_path, "td3", seed, **{flag: value})  # one config label for both: the flag must tell them apart
+    groups = summary.group_runs(summary.load_runs(str(tmp_path)))
+    assert list(groups) == labels  # in numeric order
+    assert all(len(runs) == 1 for runs in groups.values())
+
+
+def test_groups_take_runners_own_labels_when_those_tell_them_apart(tmp_path):
+    write_run(tmp_path, "td3_cql_alpha=5", 0, cql_alpha=5.0)
+    write_run(tmp_path, "td3_cql_alpha=5", 1, cql_alpha=5.0)
+    write_run(tmp_path, "td3", 0)
+    groups = summary.group_runs(summary.load_runs(str(tmp_path)))
+    assert {label: len(runs) for label, runs in groups.items()} == {"td3": 1, "td3_cql_alpha=5": 2}
+
+
+def test_labels_name_every_differing_flag_and_a_flag_older_runs_lack(tmp_path):
+    # one label for all three (as from an older runner.py): the flags must tell them apart
+    write_run(tmp_path, "td3", 0, cql_alpha=5.0, cql_policy_actions=False)
+    write_run(tmp_path, "td3", 1, cql_alpha=5.0, cql_policy_actions=True)
+    write_run(tmp_path, "td3", 2)
+    labels = list(summary.group_runs(summary.load_runs(str(tmp_path))))
+    assert labels == ["cql_alpha=0 cql_policy_actions=unset", "cql_alpha=5 cql_policy_actions=False",
+                      "cql_alpha=5 cql_policy_actions=True"]
+    assert len({plot.file_safe(label) for label in labels}) == 3
+    assert all(" " not in plot.file_safe(label) for label in labels)
+
+
+def test_a_broken_train_csv_is_skipped_with_a_warning_but_the_run_still_counts(tmp_path, capsys):
+    train = write_run(tmp_path, "td3", 0) / "train.csv"
+    train.write_text("step,q1\n1000,2.0\n2000")
+    runs = summary.load_runs(str(tmp_path))
+    assert len(runs) == 1 and runs[0].train is None
+    assert capsys.readouterr().err == f"plot.py: warning: skipping {train}: train.csv has a truncated or malformed row\n"
+
+
+def test_iqm_is_the_25_percent_trimmed_mean_with_a_bootstrap_ci_inside_the_seeds_range():
+    iqm, low, high = summary.iqm_ci(np.array([1.0, 2.0, 3.0, 4.0, 100.0]))
+    assert iqm == 3.0  # the outlier 100 (and the 1) are trimmed
+    assert 1.0 <= low <= iqm <= high <= 100.0
+    assert summary.iqm_ci(np.array([1.0, 2.0, 3.0, 4.0, 100.0])) == (iqm, low, high)  # fixed random state
+
+
+def test_one_seed_has_no_confidence_interval(tmp_path):
+    write_run(tmp_path, "td3", 0)
+    row = summary.summary_rows(summary.group_runs(summary.load_runs(str(tmp_path))))[0]
+    assert row["final_return_iqm"] == 900.0 and np.isnan(row["final_return_ci_low"])
+    assert "[" not in summary.summary_table([row]).splitlines()[1]
+
+
+def test_best_return_is_each_seeds_best_evaluation(tmp_path):
+    write_run(tmp_path, "td3", 0, returns=(100.0, 700.0, 200.0))
+    write_run(tmp_path, "td3", 1, returns=(500.0, 100.0, 300.0))
+    row = summary.summary_rows(summary.group_runs(summary.load_runs(str(tmp_path))))[0]
+    assert (row["final_return_iqm"], row["best_return_iqm"]) == (250.0, 600.0)
+
+
+def test_normalized_score_uses_config_json_references_else_the_d4rl_hopper_proxy(tmp_path):
+    write_run(tmp_path / "refs", "td3", 0, returns=(500.0,), refs=(0.0, 1000.0))
+    write_run(tmp_path / "proxy", "td3", 0, returns=(-20.272305 + 0.5 * (3234.3 + 20.272305),))
+    with_refs = summary.summary_rows(summary.group_runs(summary.load_runs(str(tmp_path / "refs"))))
+    proxy = summary.summary_rows(summary.group_runs(summary.load_runs(str(tmp_path / "proxy"))))
+    assert with_refs[0]["final_normalized_iqm"] == pytest.approx(50.0)
+    assert with_refs[0]["normalized_reference"] == "config.json"
+    assert proxy[0]["final_normalized_iqm"] == pytest.approx(50.0)
+    assert "normalized final (D4RL hopper proxy)" in summary.summary_table(proxy).splitlines()[0]
+    assert "proxy" not in summary.summary_table(with_refs)
+    write_run(tmp_path / "mixed", "td3", 0, returns=(500.0,), refs=(0.0, 1000.0))
+    write_run(tmp_path / "mixed", "td3_bc10", 0, returns=(500.0,), bc_weight=10.0)
+    table = summary.summary_table(summary.summary_rows(summary.group_runs(summary.load_runs(str(tmp_path / "mixed")))))
+    rows = {line.split()[0]: line for line in table.splitlines()}
+    assert "* 16.0" in rows["td3_bc10"] and "*" not in rows["td3"]  # the proxy row is marked
+    assert "* D4RL hopper proxy where it has none" in table
