@@ -22,7 +22,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
 from types import ModuleType
 
 import numpy as np
@@ -36,62 +35,12 @@ import td3_agent  # noqa: E402
 from td3_agent import TD3Agent, TD3Config  # noqa: E402
 from utils import DatasetError, ReplayBuffer, dataset_to_buffer, evaluate, load_dataset  # noqa: E402
 
+from roofline import roofline_calls, update_gflop, update_matmuls  # noqa: E402  (benchmarks/roofline.py)
+
 METHODS = {"td3": {}, "td3_bc": {"bc_weight": 10.0}, "cql": {"cql_alpha": 5.0, "cql_uniform_only": False},
            "cql_uniform": {"cql_alpha": 5.0, "cql_uniform_only": True}}
 WINDOW_S = 0.1  # seconds of updates per timed window
-Shape = tuple[int, int, int]  # (M, K, N) of one (M, K) @ (K, N) product
-
-
-def mlp_matmuls(rows: int, sizes: list[int], weight_grads: bool = False, input_grads: bool = False) -> list[Shape]:
-    """The matmuls of an MLP's forward pass on `rows` rows, and of the backward pass autograd runs.
-
-    Forward: h (rows, in) @ W^T (in, out). Backward: dW = g^T (out, rows) @ h (rows, in) for each
-    trained layer; dh = g (rows, out) @ W (out, in) for every layer but the first, and for the
-    first too when its input needs a gradient (the action mu(s) fed into Q1 in the actor step).
-    """
-    shapes = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        shapes.append((rows, fan_in, fan_out))
-        if weight_grads:
-            shapes.append((fan_out, rows, fan_in))
-        if (weight_grads or input_grads) and (i > 0 or input_grads):
-            shapes.append((rows, fan_out, fan_in))
-    return shapes
-
-
-def update_matmuls(cfg: TD3Config, batch: int, obs_dim: int, act_dim: int) -> tuple[list[Shape], list[Shape]]:
-    """The matmuls of every update, and those of the actor step (every policy_delay updates)."""
-    actor, critic = [obs_dim, *cfg.hidden, act_dim], [obs_dim + act_dim, *cfg.hidden, 1]
-    every = (mlp_matmuls(batch, actor) + 2 * mlp_matmuls(batch, critic)  # target: mu'(s'), Q'_1,2(s', a')
-             + 2 * mlp_matmuls(batch, critic, weight_grads=True))        # Q_1,2(s, a)
-    if cfg.cql_alpha > 0:
-        sampled = cfg.cql_n_actions
-        if not cfg.cql_uniform_only:
-            sampled += 2
-            every += mlp_matmuls(2 * batch, actor)                        # mu(s), mu(s'), no grad
-        every += 2 * mlp_matmuls(sampled * batch, critic, weight_grads=True)  # Q_1,2 at the sampled actions
-    actor_step = (mlp_matmuls(batch, actor, weight_grads=True)             # mu(s)
-                  + mlp_matmuls(batch, critic, input_grads=True))         # Q1(s, mu(s)): dQ/da only
-    return every, actor_step
-
-
-def flops(shapes: list[Shape]) -> int:
-    """2 * M * K * N per matmul (a multiply and an add per term)."""
-    return sum(2 * m * k * n for m, k, n in shapes)
-
-
-def update_gflop(cfg: TD3Config, batch: int, obs_dim: int, act_dim: int) -> float:
-    """GFLOP of matmuls per update, the actor step counted 1/policy_delay."""
-    every, actor_step = update_matmuls(cfg, batch, obs_dim, act_dim)
-    return (flops(every) + flops(actor_step) / cfg.policy_delay) / 1e9
-
-
-def roofline_calls(shapes: list[Shape]) -> list[Callable[[], torch.Tensor]]:
-    """Each shape as a torch.matmul call on random operands (one pair per distinct shape)."""
-    operands = {shape: (torch.randn(shape[0], shape[1]), torch.randn(shape[1], shape[2])) for shape in set(shapes)}
-    return [partial(torch.matmul, *operands[shape]) for shape in shapes]
-
-
+REVISION_MODULES = ("networks", "flags", "td3_agent")  # what --against imports of a revision
 def seconds_per_call(call: Callable[[], object], repeats: int) -> float:
     """Mean seconds of `call()` over `repeats` calls."""
     start = time.perf_counter()
@@ -201,25 +150,27 @@ def resolve_revision(rev: str) -> str:
 
 
 def load_revision(commit: str) -> ModuleType:
-    """td3_agent.py as of `commit` (a hash), with that commit's networks.py under it.
+    """td3_agent.py as of `commit` (a hash), with that commit's networks.py (and flags.py, where it
+    has one: td3_agent.py imports it since the flags are declared on TD3Config) under it.
 
-    Both are imported from a temporary folder; afterwards this tree's modules are back in
+    They are imported from a temporary folder; afterwards this tree's modules are back in
     sys.modules, so both versions live side by side.
     """
     with tempfile.TemporaryDirectory(prefix="bench-against-") as folder:
-        for name in ("networks.py", "td3_agent.py"):
-            shown = subprocess.run(["git", "-C", REPO, "show", f"{commit}:{name}"], capture_output=True, text=True)
-            if shown.returncode != 0:
-                raise ValueError(f"git cannot show its {name}")
-            with open(os.path.join(folder, name), "w") as f:
-                f.write(shown.stdout)
-        ours = {name: sys.modules.pop(name) for name in ("networks", "td3_agent") if name in sys.modules}
+        for name in REVISION_MODULES:
+            shown = subprocess.run(["git", "-C", REPO, "show", f"{commit}:{name}.py"], capture_output=True, text=True)
+            if shown.returncode != 0 and name != "flags":  # older commits have no flags.py
+                raise ValueError(f"git cannot show its {name}.py")
+            if shown.returncode == 0:
+                with open(os.path.join(folder, f"{name}.py"), "w") as f:
+                    f.write(shown.stdout)
+        ours = {name: sys.modules.pop(name) for name in REVISION_MODULES if name in sys.modules}
         sys.path.insert(0, folder)
         try:
             return importlib.import_module("td3_agent")
         finally:
             sys.path.remove(folder)
-            for name in ("networks", "td3_agent"):
+            for name in REVISION_MODULES:
                 sys.modules.pop(name, None)
             sys.modules.update(ours)
 

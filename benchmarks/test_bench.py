@@ -10,6 +10,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import bench
+import roofline
 from td3_agent import TD3Agent, TD3Config
 
 # The fixtures minari_root and tiny_dataset of tests/conftest.py, loaded by path under a name of
@@ -41,16 +42,16 @@ def test_update_matmul_flops_are_the_ones_torch_counts_in_an_update(method):
     with FlopCounterMode(display=False) as counter:
         for _ in range(cfg.policy_delay):  # the last one steps the actor too
             agent.update(*data)
-    every, actor_step = bench.update_matmuls(cfg, batch, obs_dim=11, act_dim=3)
-    assert counter.get_total_flops() == cfg.policy_delay * bench.flops(every) + bench.flops(actor_step)
+    every, actor_step = roofline.update_matmuls(cfg, batch, obs_dim=11, act_dim=3)
+    assert counter.get_total_flops() == cfg.policy_delay * roofline.flops(every) + roofline.flops(actor_step)
 
 
 def test_roofline_calls_compute_the_products_they_stand_for():
     shapes = [(32, 14, 16), (16, 32, 14), (32, 16, 1), (32, 14, 16)]
-    calls = bench.roofline_calls(shapes)
+    calls = roofline.roofline_calls(shapes)
     with FlopCounterMode(display=False) as counter:
         products = [call() for call in calls]
-    assert counter.get_total_flops() == bench.flops(shapes)
+    assert counter.get_total_flops() == roofline.flops(shapes)
     for call, product, (m, k, n) in zip(calls, products, shapes, strict=True):
         assert product.shape == (m, n)
         torch.testing.assert_close(product, call.args[0] @ call.args[1])
