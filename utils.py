@@ -44,14 +44,15 @@ class ReplayBuffer:
         return self.data.shape[0]
 
     def split(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Rows -> (obs, actions, rewards, next_obs, not_done); rewards and not_done are (B,)."""
+        """Rows (..., B, row) -> (obs, actions, rewards, next_obs, not_done); rewards and not_done are (..., B)."""
         obs, actions, rewards, next_obs, not_done = rows.split(
-            [self.obs_dim, self.act_dim, 1, self.obs_dim, 1], dim=1)
-        return obs, actions, rewards.squeeze(1), next_obs, not_done.squeeze(1)
+            [self.obs_dim, self.act_dim, 1, self.obs_dim, 1], dim=-1)
+        return obs, actions, rewards.squeeze(-1), next_obs, not_done.squeeze(-1)
 
-    def sample(self, batch_size: int) -> tuple[torch.Tensor, ...]:
-        """A uniform batch, with replacement; indices drawn on the buffer's device."""
-        idx = torch.randint(len(self), (batch_size,), device=self.data.device)
+    def sample(self, batch_size: int, generators: list[torch.Generator]) -> tuple[torch.Tensor, ...]:
+        """One uniform batch per member, with replacement, drawn from its generator: (M, B, ...) tensors."""
+        idx = torch.stack([torch.randint(len(self), (batch_size,), generator=g, device=self.data.device)
+                           for g in generators])
         return self.split(self.data[idx])
 
 
@@ -204,24 +205,27 @@ def discounted_returns(buffer: ReplayBuffer, rows: np.ndarray, gamma: float) -> 
     return np.array([rewards[t:end] @ gamma ** np.arange(end - t) for t, end in zip(rows, ends)])
 
 
-def evaluate(policy, env: gym.Env, episodes: int, seed: int) -> np.ndarray:
-    """Undiscounted return of `episodes` episodes of a deterministic policy.
+def evaluate(policy, env: gym.Env, episodes: int, seeds: list[int]) -> np.ndarray:
+    """Undiscounted returns, (M, episodes), of M members' deterministic policies.
 
-    The episodes run side by side in copies of `env` (seeded seed, seed+1, ...), so the policy
-    is called once per time step on a batch of observations, not once per episode step.
+    Member m's episodes run in copies of `env` seeded seeds[m], seeds[m] + 1, ...; all M x episodes
+    run side by side, so `policy` maps (M, n, obs_dim) to (M, n, act_dim) once per time step.
     """
-    envs = [env] + [gym.make(env.spec) for _ in range(episodes - 1)]
-    obs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(envs)])
-    returns = np.zeros(episodes)
-    running = np.ones(episodes, dtype=bool)
+    members = len(seeds)
+    envs = [[env if m == i == 0 else gym.make(env.spec) for i in range(episodes)] for m in range(members)]
+    obs = np.stack([[e.reset(seed=seed + i)[0] for i, e in enumerate(row)] for seed, row in zip(seeds, envs)])
+    returns = np.zeros((members, episodes))
+    running = np.ones((members, episodes), dtype=bool)
     while running.any():
-        idx = np.flatnonzero(running)
-        for i, action in zip(idx, policy(obs[idx])):
-            obs[i], reward, terminated, truncated, _ = envs[i].step(action)
-            returns[i] += reward
-            running[i] = not (terminated or truncated)
-    for extra in envs[1:]:
-        extra.close()
+        actions = policy(obs)  # finished episodes' rows are computed too, and ignored: one batch per step
+        for m, i in zip(*np.nonzero(running)):
+            obs[m, i], reward, terminated, truncated, _ = envs[m][i].step(actions[m, i])
+            returns[m, i] += reward
+            running[m, i] = not (terminated or truncated)
+    for row in envs:
+        for e in row:
+            if e is not env:
+                e.close()
     return returns
 
 
