@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import flags
 from flags import flag
-from td3_agent import TD3Config
+from td3_agent import MEMBER_FIELDS, TD3Config
+from td3_agent import member_key as member_key_td3
 
 DESCRIPTION = """Train offline TD3 / TD3+BC / CQL on a Minari dataset: one run, written to
 <results_dir>/<label>-seed<k>-<time>/ (config.json, progress.csv, train.csv, checkpoint.pt).
@@ -19,6 +20,7 @@ EXAMPLES = """examples:
   python runner.py --agent td3 --total_steps 100000                 # TD3 (Problem 1.2)
   python runner.py --agent td3 --total_steps 100000 --bc_weight 10  # TD3+BC (Problem 1.3)
   python runner.py --agent td3 --total_steps 100000 --cql_alpha 5   # TD3+CQL (Problem 2.1)
+  python runner.py --cql_alpha 5 --seeds 0 1 2                      # three seeds side by side, one process
   python runner.py --resume results/<run>/                          # continue a run from its checkpoint"""
 
 
@@ -29,10 +31,9 @@ class RunConfig:
     total_steps: int = flag(100_000, "gradient updates", low=1)
     td3: TD3Config = field(default_factory=TD3Config)  # its fields are flags too, in this place
     seed: int = flag(0, "seed of torch, numpy and the eval envs", low=0, label=False)
-    seeds: tuple[int, ...] | None = flag(None, "run one process per seed, e.g. --seeds 0 1 2", low=0,
+    seeds: tuple[int, ...] | None = flag(None, "train one run per seed side by side in this process (members, "
+                                               "networks.py), e.g. --seeds 0 1 2", low=0,
                                          unset="off, --seed alone", label=False)
-    workers: int = flag(1, "with --seeds: runs at a time, each on cores/workers threads unless --threads "
-                           "is given", low=1, label=False)
     threads: int = flag(0, "torch CPU threads; 0 = torch's default, one per core", low=0, label=False)
     eval_every: int = flag(10_000, "steps between evaluations", low=1)
     eval_episodes: int = flag(10, "episodes per evaluation", low=1)
@@ -43,9 +44,10 @@ class RunConfig:
     dataset: str = flag("mujoco/hopper/medium-v0", "Minari dataset id", metavar="ID")
     device: str = flag("auto", "'auto' (cuda when present), 'cpu', 'cuda' or 'cuda:N'", label=False)
     results_dir: str = flag("results", "folder that receives one sub-folder per run", metavar="DIR", label=False)
-    resume: str | None = flag(None, "continue the run in RUN_DIR from its checkpoint, with the flags of its "
-                                    "config.json; only a larger --total_steps may be given beside it",
-                              metavar="RUN_DIR", label=False)
+    resume: tuple[str, ...] | None = flag(None, "continue the runs in these folders from their checkpoints, with the "
+                                                "flags of their config.json, side by side; only a larger "
+                                                "--total_steps may be given beside it",
+                                          metavar="RUN_DIR", label=False)
 
 
 def build_parser(given_only: bool = False, where: str = "") -> flags.Parser:
@@ -88,6 +90,18 @@ def config_name(config: RunConfig) -> str:
             parts.append(f.name if value is True else f"{f.name}={value:g}" if isinstance(value, float)
                          else f"{f.name}={value}")
     return "_".join(parts).replace("/", "-")
+
+
+# Flags that may differ between runs trained side by side in one process (members, networks.py):
+# the seed, where the run is written, and the plain loss weights of td3_agent.MEMBER_FIELDS.
+MEMBER_FLAGS = ("seed", "results_dir", *MEMBER_FIELDS)
+
+
+def member_key(config: RunConfig) -> tuple:
+    """What runs trained side by side must share: every flag but MEMBER_FLAGS (td3_agent.member_key)."""
+    values = flags.flat(config)
+    return (tuple(v for k, v in values.items() if k not in MEMBER_FLAGS + ("seeds", "resume"))
+            + member_key_td3(config.td3))
 
 
 def check_results_dir(path: str) -> None:

@@ -53,8 +53,9 @@ class Actor(nn.Module):
                  hidden: tuple[int, ...], generators: list[torch.Generator]):
         super().__init__()
         self.net = StackedMLP(len(generators), [obs_dim, *hidden, act_dim], generators)
-        self.register_buffer("action_scale", (action_high - action_low) / 2)
-        self.register_buffer("action_mid", (action_high + action_low) / 2)
+        # plain tensors, not buffers: the state_dict holds only per-member weights (td3_agent.member_slice)
+        self.action_scale = (action_high - action_low) / 2
+        self.action_mid = (action_high + action_low) / 2
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """(M, B, obs_dim) -> (M, B, act_dim)."""

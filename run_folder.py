@@ -15,12 +15,10 @@ import io
 import json
 import os
 import pickle
-import random
 import shutil
 import time
 from typing import IO
 
-import numpy as np
 import torch
 
 import config
@@ -29,11 +27,9 @@ from utils import reason
 
 CONFIG, CHECKPOINT, ACTOR, LOCK = "config.json", "checkpoint.pt", "actor.pt", ".lock"
 LOGS = ("progress.csv", "train.csv")
-# A run's progress as checkpoint.pt holds it, beside "agent" (TD3Agent.state_dict()) and the RNG states.
+# A run's progress as checkpoint.pt holds it, beside "agent": its member's part of TD3Agent.state_dicts(),
+# which holds its random generator's state too (training draws from nothing else).
 PROGRESS = {"step": int, "elapsed": float, "last_return": float, "best_return": float, "best_step": int}
-# What numpy's RNG state was pickled as before it was stored as a tensor (checkpoints of commit 07d3f14):
-# plain arrays, which torch.load(weights_only=True) then takes too. Found through public calls only.
-NUMPY_ARRAYS = [np.zeros(0).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 class RunFolderError(Exception):
@@ -166,34 +162,13 @@ def resumed_config(run_dir: str, meta: dict, given: dict) -> RunConfig:
     if total_steps < run_config.total_steps:
         raise RunFolderError(f"--total_steps {total_steps} beside --resume must be larger than the run's "
                              f"{run_config.total_steps}: it can only lengthen the run")
-    return dataclasses.replace(run_config, total_steps=total_steps, resume=run_dir, seeds=None)
+    return dataclasses.replace(run_config, total_steps=total_steps, resume=(run_dir,), seeds=None)
 
 
-def rng_state() -> dict:
-    """Every RNG's state as tensors and plain values, which torch.load(weights_only=True) takes."""
-    numpy_state = np.random.get_state(legacy=False)  # {"bit_generator", "state": {"key", "pos"}, ...}
-    numpy_state["state"]["key"] = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
-    return {"torch_rng": torch.get_rng_state(), "numpy_rng": numpy_state, "python_rng": random.getstate(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore what rng_state() returned (or a 07d3f14 checkpoint's, numpy's state then a tuple)."""
-    torch.set_rng_state(state["torch_rng"])
-    numpy_state = state["numpy_rng"]
-    if isinstance(numpy_state, dict):
-        key = numpy_state["state"]["key"].numpy().astype(np.uint32)
-        numpy_state = numpy_state | {"state": numpy_state["state"] | {"key": key}}
-    np.random.set_state(numpy_state)
-    random.setstate(state["python_rng"])
-    if state["cuda_rng"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-
-
-def save_checkpoint(run_dir: str, progress: dict, agent_state: dict, actor_state: dict) -> None:
-    """actor.pt (the policy alone), then checkpoint.pt: the agent, the progress and every RNG state."""
-    save_tensors(actor_state, os.path.join(run_dir, ACTOR))
-    save_tensors({"agent": agent_state} | progress | rng_state(), os.path.join(run_dir, CHECKPOINT))
+def save_checkpoint(run_dir: str, progress: dict, member_state: dict) -> None:
+    """actor.pt (the policy alone), then checkpoint.pt: the member's agent state and the progress."""
+    save_tensors(member_state["agent"]["actor"], os.path.join(run_dir, ACTOR))
+    save_tensors({"agent": member_state} | progress, os.path.join(run_dir, CHECKPOINT))
 
 
 def damaged(path: str, why: str) -> RunFolderError:
@@ -207,8 +182,7 @@ def checkpoint_problem(state) -> str | None:
     """What is missing or of the wrong type in a loaded checkpoint, or None."""
     if not isinstance(state, dict):
         return f"it holds a {type(state).__name__}, not a dict"
-    expected = PROGRESS | {"agent": dict, "torch_rng": torch.Tensor, "numpy_rng": (dict, tuple),
-                           "python_rng": tuple, "cuda_rng": (list, type(None))}
+    expected = PROGRESS | {"agent": dict}
     for key, kind in expected.items():
         kind = (int, float) if kind is float else kind
         if key not in state:
@@ -225,8 +199,7 @@ def read_checkpoint(run_dir: str) -> dict:
         raise RunFolderError(f"--resume: {run_dir} has a {CONFIG} but no {CHECKPOINT}: the run was stopped "
                              f"before its first evaluation wrote one; start it again without --resume")
     try:
-        with torch.serialization.safe_globals(NUMPY_ARRAYS):
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:  # torch says why in one of many lines
         lines = str(err).partition("WeightsUnpickler error: ")[2].splitlines()
         refusal = next((line.split(". ")[0].strip() for line in lines if line.strip()), "")
@@ -240,13 +213,14 @@ def read_checkpoint(run_dir: str) -> dict:
     return state
 
 
-def restore(run_dir: str, state: dict, agent) -> None:
-    """Load the agent and every RNG state from a read_checkpoint() state."""
+def restore(run_dirs: list[str], states: list[dict], agent) -> None:
+    """Load the agent, member m from states[m] (read_checkpoint() of run_dirs[m])."""
     try:
-        agent.load_state_dict(state["agent"])
-        set_rng_state(state)
+        agent.load_state_dicts([state["agent"] for state in states])
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
-        raise damaged(os.path.join(run_dir, CHECKPOINT), reason(err)) from None
+        where = os.path.join(run_dirs[0], CHECKPOINT) if len(run_dirs) == 1 else \
+            f"the {CHECKPOINT} of {', '.join(run_dirs)}"
+        raise damaged(where, reason(err)) from None
 
 
 def truncate_logs(run_dir: str, step: int) -> None:

@@ -1,8 +1,9 @@
 """Train offline TD3 / TD3+BC / CQL on a Minari dataset: one run, from its flags to its CSV files.
 
-main() reads top to bottom: parse the flags (config.py), build the run (load the data, the agent and
-its folder, run_folder.py) or reopen it (--resume), train, log. `--seeds` hands over to sweep.py;
-`python runner.py --help` lists every flag, with the homework's commands.
+main() reads top to bottom: parse the flags (config.py), build the runs (load the data, the agent and
+each run's folder, run_folder.py) or reopen them (--resume), train, log. Runs given together
+(--seeds, or sweep.py's groups) train side by side in this process as the members of one agent
+(networks.py), each with its own folder and CSV files. `python runner.py --help` lists every flag.
 """
 import contextlib
 import os
@@ -10,6 +11,7 @@ import os
 if "DISPLAY" not in os.environ:  # headless: MuJoCo renders videos through EGL unless told otherwise
     os.environ.setdefault("MUJOCO_GL", "egl")
 
+import dataclasses
 import math
 import signal
 import sys
@@ -25,12 +27,11 @@ from tqdm import tqdm
 import config
 import flags
 import run_folder
-import sweep
 from config import RunConfig
 from run_folder import RunFolderError
 from td3_agent import TD3Agent
 from utils import (EVAL_SEED_OFFSET, DatasetError, ReplayBuffer, dataset_to_buffer, discounted_returns, evaluate,
-                   evaluation_env, load_dataset, reason, record_video, reference_scores, set_seed)
+                   evaluation_env, load_dataset, reason, record_video, reference_scores)
 
 CSV_COLUMNS = ["step", "eval_return_mean", "eval_return_std", "dataset_q", "mc_return", "policy_q",
                "bc_distance", "time_s"]  # progress.csv: one row per evaluation
@@ -40,25 +41,42 @@ DIAGNOSTIC_PAIRS = 1000  # dataset (s, a) pairs on which Q, MC return and BC dis
 
 @dataclass
 class Run:
-    """What the training loop carries between evaluations."""
+    """One run of a group: its flags, folder, diagnostic sample and progress."""
     cfg: RunConfig
-    agent: TD3Agent
-    buffer: ReplayBuffer
-    env: gym.Env
-    probe: tuple[torch.Tensor, torch.Tensor]  # fixed dataset (obs, actions) for diagnostics
+    probe_rows: np.ndarray  # fixed dataset rows on which Q, the MC return and the BC distance are tracked
     mc_return: float
     dir: str = ""
-    step: int = 0  # the next four are run_folder.PROGRESS, saved in each checkpoint
-    elapsed: float = 0.0
-    last_return: float = float("nan")
+    last_return: float = float("nan")  # this and the next two are saved in each checkpoint (run_folder.PROGRESS)
     best_return: float = float("-inf")
     best_step: int = 0
     saved_step: int | None = None  # step of the last checkpoint written
+    stopped: str | None = None  # why the run stopped early (it diverged), or None
+
+
+@dataclass
+class Group:
+    """Runs trained side by side in this process (members, networks.py), and what the loop carries."""
+    runs: list[Run]
+    agent: TD3Agent
+    buffer: ReplayBuffer
+    env: gym.Env
+    probe: tuple[torch.Tensor, torch.Tensor]  # each run's probe rows: (M, P, obs_dim), (M, P, act_dim)
+    step: int = 0  # the group's runs advance in lockstep: one update of every member per step
+    elapsed: float = 0.0
     stop_signal: list = field(default_factory=list)
+
+    @property
+    def cfg(self) -> RunConfig:
+        """The flags the runs share (config.member_key): the first run's."""
+        return self.runs[0].cfg
+
+    def running(self) -> list[tuple[int, Run]]:
+        """(member index, run) of the runs that have not stopped early."""
+        return [(m, run) for m, run in enumerate(self.runs) if not run.stopped]
 
 
 class MetricMeans:
-    """Running sums of the update's metrics, kept on the device and read once per --log_every."""
+    """Running sums of the update's metrics (one value per member), kept on the device, read once per --log_every."""
 
     def __init__(self):
         self.sums: dict[str, torch.Tensor] = {}
@@ -70,11 +88,11 @@ class MetricMeans:
             self.sums[name] = self.sums[name] + value if name in self.sums else value
             self.counts[name] = self.counts.get(name, 0) + 1
 
-    def pop(self) -> dict[str, float]:
-        """Each metric's mean since the last pop, as floats (one device-to-host copy)."""
+    def pop(self) -> dict[str, list[float]]:
+        """Each metric's mean since the last pop, one float per member (one device-to-host copy)."""
         names = list(self.sums)
         values = torch.stack([self.sums[n] for n in names]).tolist() if names else []
-        means = {n: v / self.counts[n] for n, v in zip(names, values)}
+        means = {n: [v / self.counts[n] for v in per_member] for n, per_member in zip(names, values)}
         self.sums, self.counts = {}, {}
         return means
 
@@ -98,12 +116,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build(cfg: RunConfig) -> tuple[Run, minari.MinariDataset]:
-    """Load the dataset into a replay buffer, build the agent and the fixed diagnostic sample."""
+def build(cfgs: list[RunConfig]) -> tuple[Group, minari.MinariDataset]:
+    """Load the dataset into a replay buffer, build the agent of these runs and their diagnostic samples."""
+    cfg = cfgs[0]
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    set_seed(cfg.seed)
     try:
         dataset = load_dataset(cfg.dataset)
         buffer, env = dataset_to_buffer(dataset, device), evaluation_env(dataset)
@@ -112,110 +130,159 @@ def build(cfg: RunConfig) -> tuple[Run, minari.MinariDataset]:
     if cfg.td3.batch_size > len(buffer):
         raise fail(f"--batch_size {cfg.td3.batch_size} is larger than the dataset ({len(buffer)} transitions); "
                    f"use at most {len(buffer)}")
-    agent = TD3Agent(buffer.obs_dim, buffer.act_dim, env.action_space.low, env.action_space.high, cfg.td3, device)
-    rows = np.sort(np.random.default_rng(cfg.seed).choice(len(buffer), min(DIAGNOSTIC_PAIRS, len(buffer)),
-                                                          replace=False))
-    obs, actions, *_ = buffer.split(buffer.data[torch.as_tensor(rows, device=device)])
-    mc_return = float(discounted_returns(buffer, rows, cfg.td3.gamma).mean())
-    return Run(cfg, agent, buffer, env, (obs, actions), mc_return), dataset
+    agent = TD3Agent(buffer.obs_dim, buffer.act_dim, env.action_space.low, env.action_space.high,
+                     [c.td3 for c in cfgs], [c.seed for c in cfgs], device)
+    runs = []
+    for c in cfgs:
+        rows = np.sort(np.random.default_rng(c.seed).choice(len(buffer), min(DIAGNOSTIC_PAIRS, len(buffer)),
+                                                            replace=False))
+        runs.append(Run(c, rows, float(discounted_returns(buffer, rows, c.td3.gamma).mean())))
+    obs, actions, *_ = buffer.split(buffer.data[torch.as_tensor(np.stack([r.probe_rows for r in runs]),
+                                                                device=device)])
+    return Group(runs, agent, buffer, env, (obs, actions)), dataset
 
 
-def start(cfg: RunConfig, held: contextlib.ExitStack) -> Run:
-    """A new run: build it, then make (and hold) its folder with its config.json."""
-    config.check_results_dir(cfg.results_dir)
-    run, dataset = build(cfg)
+def check_members(cfgs: list[RunConfig], what: str) -> None:
+    """Runs trained side by side must differ only in config.MEMBER_FLAGS; else one line and exit 2."""
+    if len({config.member_key(c) for c in cfgs}) > 1:
+        raise fail(f"{what}: runs trained side by side may differ only in {', '.join(config.MEMBER_FLAGS)} "
+                   f"(bc_weight all numbers or all 'auto', cql_alpha all 0 or all > 0); run them apart")
+
+
+def start(cfgs: list[RunConfig], held: contextlib.ExitStack) -> Group:
+    """New runs: build them, then make (and hold) each one's folder with its config.json."""
+    check_members(cfgs, "runs given together")
+    for c in cfgs:
+        config.check_results_dir(c.results_dir)
+    group, dataset = build(cfgs)
     ref_min, ref_max = reference_scores(dataset)
-    meta = {"flags": {k: v for k, v in flags.flat(cfg).items() if k != "resume"}, "config": config.config_name(cfg),
-            "device": str(run.agent.device), "dataset_transitions": len(run.buffer),
-            "ref_min_score": ref_min, "ref_max_score": ref_max}
-    run.dir, lock = run_folder.create(cfg, meta)
-    held.enter_context(lock)
-    return run
+    for run in group.runs:
+        meta = {"flags": {k: v for k, v in flags.flat(run.cfg).items() if k not in ("resume", "seeds")},
+                "config": config.config_name(run.cfg), "device": str(group.agent.device),
+                "dataset_transitions": len(group.buffer), "ref_min_score": ref_min, "ref_max_score": ref_max}
+        run.dir, lock = run_folder.create(run.cfg, meta)
+        held.enter_context(lock)
+    return group
 
 
-def resume(run_dir: str, given: dict, held: contextlib.ExitStack) -> Run | None:
-    """--resume: hold the folder, check its flags and checkpoint, rebuild the run as it was; None if finished."""
-    meta = run_folder.read_config(run_dir)
-    held.enter_context(run_folder.hold(run_dir))
-    cfg = run_folder.resumed_config(run_dir, meta, given)
-    checkpoint = run_folder.read_checkpoint(run_dir)
-    step = checkpoint["step"]
-    if step >= cfg.total_steps:
-        print(f"runner.py: {run_dir} is finished (step {step} of {cfg.total_steps}); nothing to do. "
-              f"A larger --total_steps beside --resume lengthens it.")
+def resume(run_dirs: tuple[str, ...], given: dict, held: contextlib.ExitStack) -> Group | None:
+    """--resume: hold each folder, check its flags and checkpoint, rebuild the runs as they were; None if finished."""
+    cfgs, metas, checkpoints = [], [], []
+    for run_dir in run_dirs:
+        meta = run_folder.read_config(run_dir)
+        held.enter_context(run_folder.hold(run_dir))
+        cfg = run_folder.resumed_config(run_dir, meta, given)
+        checkpoint = run_folder.read_checkpoint(run_dir)
+        if checkpoint["step"] >= cfg.total_steps:
+            print(f"runner.py: {run_dir} is finished (step {checkpoint['step']} of {cfg.total_steps}); nothing to "
+                  f"do. A larger --total_steps beside --resume lengthens it.")
+            continue
+        cfgs.append(cfg), metas.append(meta), checkpoints.append(checkpoint)
+    if not cfgs:
         return None
-    print(f"resuming {run_dir} at step {step} of {cfg.total_steps}")
-    run, _ = build(cfg)
-    run.dir = run_dir
-    run_folder.restore(run_dir, checkpoint, run.agent)
-    for name in run_folder.PROGRESS:
-        setattr(run, name, checkpoint[name])
-    run.saved_step = step
-    run_folder.truncate_logs(run_dir, step)
-    run_folder.record_length(run_dir, meta, cfg)
-    return run
+    steps = sorted({c["step"] for c in checkpoints})
+    if len(steps) > 1:
+        raise fail(f"--resume: these runs' checkpoints are at different steps ({', '.join(map(str, steps))}); "
+                   f"resume the runs of each step together, apart from the others")
+    check_members(cfgs, "--resume")
+    group, _ = build(cfgs)
+    dirs = [c.resume[0] for c in cfgs]
+    run_folder.restore(dirs, checkpoints, group.agent)
+    group.step, group.elapsed = checkpoints[0]["step"], checkpoints[0]["elapsed"]
+    for run, run_dir, meta, checkpoint in zip(group.runs, dirs, metas, checkpoints):
+        run.dir = run_dir
+        for name in ("last_return", "best_return", "best_step"):
+            setattr(run, name, checkpoint[name])
+        run.saved_step = group.step
+        run_folder.truncate_logs(run.dir, group.step)
+        run_folder.record_length(run.dir, meta, run.cfg)
+        print(f"resuming {run.dir} at step {group.step} of {run.cfg.total_steps}")
+    return group
 
 
-def evaluate_and_log(run: Run) -> dict[str, float]:
-    """Evaluate the policy, measure the diagnostics, append one progress.csv row; returns the row."""
-    returns = evaluate(run.agent.act, run.env, run.cfg.eval_episodes, seed=run.cfg.seed + EVAL_SEED_OFFSET)
-    row = run.agent.diagnostics(*run.probe)
-    row |= {"step": run.step, "eval_return_mean": float(returns.mean()), "eval_return_std": float(returns.std()),
-            "mc_return": run.mc_return, "time_s": round(run.elapsed, 2)}
-    run_folder.append_row(os.path.join(run.dir, "progress.csv"), CSV_COLUMNS, row)
-    return row
+def evaluate_and_log(group: Group) -> list[dict[str, float]]:
+    """Evaluate every running member's policy, measure its diagnostics, append its progress.csv row."""
+    returns = evaluate(group.agent.act, group.env, group.cfg.eval_episodes,
+                       seeds=[run.cfg.seed + EVAL_SEED_OFFSET for run in group.runs])
+    diagnostics = group.agent.diagnostics(*group.probe)
+    rows = []
+    for m, run in enumerate(group.runs):
+        row = {name: values[m] for name, values in diagnostics.items()}
+        row |= {"step": group.step, "eval_return_mean": float(returns[m].mean()),
+                "eval_return_std": float(returns[m].std()), "mc_return": run.mc_return,
+                "time_s": round(group.elapsed, 2)}
+        if not run.stopped:
+            run_folder.append_row(os.path.join(run.dir, "progress.csv"), CSV_COLUMNS, row)
+        rows.append(row)
+    return rows
 
 
-def log_training(run: Run, means: MetricMeans) -> dict[str, float]:
-    """Append one train.csv row: the step and each metric's mean since the last row."""
-    row = {"step": run.step} | means.pop()
-    run_folder.append_row(os.path.join(run.dir, "train.csv"), TRAIN_COLUMNS, row)
-    return row
+def log_training(group: Group, means: MetricMeans) -> list[dict[str, float]]:
+    """Append one train.csv row per running member: the step and each metric's mean since the last row."""
+    metrics = means.pop()
+    rows = [{"step": group.step} | {name: values[m] for name, values in metrics.items()}
+            for m in range(len(group.runs))]
+    for (m, run) in group.running():
+        run_folder.append_row(os.path.join(run.dir, "train.csv"), TRAIN_COLUMNS, rows[m])
+    return rows
 
 
-def save_video(run: Run) -> None:
-    """videos/step<N>.mp4 of one deterministic evaluation episode; a failure is one warning line."""
-    path = os.path.join(run.dir, "videos", f"step{run.step}.mp4")
+def save_video(group: Group, m: int) -> None:
+    """videos/step<N>.mp4 of one deterministic episode of member m; a failure is one warning line."""
+    run = group.runs[m]
+    path = os.path.join(run.dir, "videos", f"step{group.step}.mp4")
+    members = len(group.runs)
+    policy = lambda obs: group.agent.act(np.repeat(obs[None], members, axis=0))[m]  # noqa: E731
     try:
-        frames = record_video(run.agent.act, run.env, path, seed=run.cfg.seed + EVAL_SEED_OFFSET)
+        frames = record_video(policy, group.env, path, seed=run.cfg.seed + EVAL_SEED_OFFSET)
     except Exception as err:  # rendering depends on the machine's GL; training must go on without it
-        print(f"runner.py: warning: no video at step {run.step} ({reason(err)}); training goes on",
+        print(f"runner.py: warning: no video at step {group.step} ({reason(err)}); training goes on",
               file=sys.stderr)
         return
     tqdm.write(f"video: {path} ({frames} frames)")
 
 
-def save_checkpoint(run: Run) -> None:
-    """actor.pt and checkpoint.pt: networks, optimizers, progress and every RNG state."""
-    progress = {name: getattr(run, name) for name in run_folder.PROGRESS}
-    run_folder.save_checkpoint(run.dir, progress, run.agent.state_dict(), run.agent.actor.state_dict())
-    run.saved_step = run.step
+def save_checkpoints(group: Group) -> None:
+    """Each running member's actor.pt and checkpoint.pt: its networks, optimizer state, generator, progress."""
+    states = group.agent.state_dicts()
+    for m, run in group.running():
+        progress = {"step": group.step, "elapsed": group.elapsed} | {
+            name: getattr(run, name) for name in ("last_return", "best_return", "best_step")}
+        run_folder.save_checkpoint(run.dir, progress, states[m])
+        run.saved_step = group.step
 
 
 def divergence(run: Run, row: dict[str, float]) -> str | None:
     """Why the run must stop (a non-finite value, or Q past --max_abs_q), or None."""
     bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
-        return f"non-finite {', '.join(sorted(bad))} at step {run.step}"
+        return f"non-finite {', '.join(sorted(bad))} at step {row['step']}"
     bound = run.cfg.max_abs_q
-    if bound is not None and abs(row["dataset_q"]) > bound:
-        return f"|dataset Q| = {abs(row['dataset_q']):.3g} passed --max_abs_q {bound:g} at step {run.step}"
+    if bound is not None and "dataset_q" in row and abs(row["dataset_q"]) > bound:
+        return f"|dataset Q| = {abs(row['dataset_q']):.3g} passed --max_abs_q {bound:g} at step {row['step']}"
     return None
 
 
-def evaluation_step(run: Run, clock_start: float) -> str | None:
-    """Evaluate, log, keep the best actor, checkpoint; returns why the run must stop, or None."""
-    run.elapsed = time.perf_counter() - clock_start
-    row = evaluate_and_log(run)
-    reason = divergence(run, row)
-    if reason:
-        return reason
-    run.last_return = row["eval_return_mean"]
-    if run.last_return > run.best_return:
-        run.best_return, run.best_step = run.last_return, run.step
-        run_folder.save_tensors(run.agent.actor.state_dict(), os.path.join(run.dir, "actor_best.pt"))
-    save_checkpoint(run)
-    return None
+def stop_diverged(group: Group, rows: list[dict[str, float]]) -> None:
+    """Stop each running member whose row shows divergence; the others train on."""
+    for m, run in group.running():
+        run.stopped = divergence(run, rows[m])
+        if run.stopped:
+            tqdm.write(f"runner.py: {run.dir} stopped: {run.stopped}. It keeps its CSV files and the last good "
+                       f"checkpoint; try a smaller --lr or --cql_alpha.", file=sys.stderr)
+
+
+def evaluation_step(group: Group, clock_start: float) -> None:
+    """Evaluate, log, keep each member's best actor, checkpoint (members that diverge stop here)."""
+    group.elapsed = time.perf_counter() - clock_start
+    rows = evaluate_and_log(group)
+    stop_diverged(group, rows)
+    for m, run in group.running():
+        run.last_return = rows[m]["eval_return_mean"]
+        if run.last_return > run.best_return:
+            run.best_return, run.best_step = run.last_return, group.step
+            run_folder.save_tensors(group.agent.actor_state_dict(m), os.path.join(run.dir, "actor_best.pt"))
+    save_checkpoints(group)
 
 
 def video_due(cfg: RunConfig, step: int) -> bool:
@@ -224,73 +291,84 @@ def video_due(cfg: RunConfig, step: int) -> bool:
     return final if cfg.video_every is None else cfg.video_every > 0 and (step % cfg.video_every == 0 or final)
 
 
-def training_loop(run: Run, bar: tqdm) -> tuple[int, str]:
-    """Update; log every --log_every; evaluate, checkpoint every --eval_every; returns (status, last line)."""
-    cfg, means = run.cfg, MetricMeans()
-    clock_start = time.perf_counter() - run.elapsed  # wall-clock survives --resume
-    while run.step < cfg.total_steps:
-        means.add(run.agent.update(*run.buffer.sample(cfg.td3.batch_size)))
-        run.step += 1
+def training_loop(group: Group, bar: tqdm) -> int:
+    """Update every member; log every --log_every; evaluate, checkpoint every --eval_every; returns the status."""
+    cfg, agent, means = group.cfg, group.agent, MetricMeans()
+    clock_start = time.perf_counter() - group.elapsed  # wall-clock survives --resume
+    while group.step < cfg.total_steps and group.running():
+        means.add(agent.update(*group.buffer.sample(cfg.td3.batch_size, agent.generators)))
+        group.step += 1
         bar.update(1)
-        final, reason = run.step == cfg.total_steps, None
-        if run.step % cfg.log_every == 0 or final:
-            train_row = log_training(run, means)
-            reason = divergence(run, train_row)
-            bar.set_postfix(eval_return=f"{run.last_return:.0f}", q1=f"{train_row['q1']:.1f}")
-        if not reason and (run.step % cfg.eval_every == 0 or final):
-            reason = evaluation_step(run, clock_start)
-        if reason:
-            return 1, (f"stopped: {reason}. {run.dir} keeps its CSV files and the last good checkpoint; "
-                       f"try a smaller --lr or --cql_alpha.")
-        if video_due(cfg, run.step):
-            save_video(run)
-        if run.stop_signal and not final:
-            run.elapsed = time.perf_counter() - clock_start
-            save_checkpoint(run)
-            return 130, f"interrupted at step {run.step}; resume with: python runner.py --resume {run.dir}"
-    return 0, (f"finished {run.dir}: final return {run.last_return:.0f}, best {run.best_return:.0f} "
-               f"at step {run.best_step}")
+        final = group.step == cfg.total_steps
+        if group.step % cfg.log_every == 0 or final:
+            rows = log_training(group, means)
+            stop_diverged(group, rows)
+            bar.set_postfix(eval_return=" ".join(f"{r.last_return:.0f}" for r in group.runs),
+                            q1=" ".join(f"{row['q1']:.1f}" for row in rows))
+        if group.step % cfg.eval_every == 0 or final:
+            evaluation_step(group, clock_start)
+        if video_due(cfg, group.step):
+            for m, _ in group.running():
+                save_video(group, m)
+        if group.stop_signal and not final:
+            group.elapsed = time.perf_counter() - clock_start
+            save_checkpoints(group)
+            dirs = " ".join(run.dir for _, run in group.running())
+            print(f"runner.py: interrupted at step {group.step}; resume with: python runner.py --resume {dirs}",
+                  file=sys.stderr)
+            return 130
+    for run in group.runs:
+        if not run.stopped:
+            print(f"finished {run.dir}: final return {run.last_return:.0f}, best {run.best_return:.0f} "
+                  f"at step {run.best_step}")
+    return 1 if any(run.stopped for run in group.runs) else 0
 
 
-def train(run: Run) -> int:
+def train(group: Group) -> int:
     """The training loop under a progress bar, Ctrl-C and SIGTERM ending it at a checkpoint.
 
-    Returns the exit status: 0 done, 1 diverged or a file could not be written, 130 interrupted.
+    Returns the exit status: 0 done, 1 a run diverged or a file could not be written, 130 interrupted.
     """
     def request_stop(signum, frame):
-        run.stop_signal.append(signum)
+        group.stop_signal.append(signum)
         signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C stops at once
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    name = os.path.basename(group.runs[0].dir) if len(group.runs) == 1 else \
+        f"{config.config_name(group.cfg)} x{len(group.runs)}"
     try:
-        with tqdm(total=run.cfg.total_steps, initial=run.step, desc=os.path.basename(run.dir), unit="step") as bar:
-            status, line = training_loop(run, bar)
+        with tqdm(total=group.cfg.total_steps, initial=group.step, desc=name, unit="step") as bar:
+            return training_loop(group, bar)
     except RunFolderError as err:
-        kept = (f"the last checkpoint (step {run.saved_step}) is intact: free the disk, then python runner.py "
-                f"--resume {run.dir}" if run.saved_step else "no checkpoint was written yet: free the disk, then "
-                "start the run again")
-        status, line = 1, f"error: {err} at step {run.step}; {kept}"
+        saved = group.runs[0].saved_step
+        dirs = " ".join(run.dir for run in group.runs)
+        kept = (f"the last checkpoints (step {saved}) are intact: free the disk, then python runner.py --resume "
+                f"{dirs}" if saved else "no checkpoint was written yet: free the disk, then start again")
+        print(f"runner.py: error: {err} at step {group.step}; {kept}", file=sys.stderr)
+        return 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print(line if status == 0 else f"runner.py: {line}", file=sys.stdout if status == 0 else sys.stderr)
-    return status
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse the flags, build the run (or reopen --resume's), train; returns the exit status."""
-    cfg, given = config.parse(argv)
-    if cfg.seeds and not cfg.resume:
-        config.check_results_dir(cfg.results_dir)
-        return sweep.run_seeds(given, cfg.workers)
-    with contextlib.ExitStack() as held:  # the run folder's lock, let go when the run ends
+def run(cfgs: list[RunConfig] | None, given: dict) -> int:
+    """Train new runs side by side (cfgs), or with cfgs None those of --resume; returns the exit status."""
+    with contextlib.ExitStack() as held:  # the run folders' locks, let go when the runs end
         try:
-            run = resume(cfg.resume, given, held) if cfg.resume else start(cfg, held)
+            group = start(cfgs, held) if cfgs else resume(given["resume"], given, held)
         except RunFolderError as err:
             raise fail(str(err)) from None
         except KeyboardInterrupt:
             print("runner.py: interrupted while loading; nothing was trained", file=sys.stderr)
             return 130
-        return train(run) if run else 0
+        return train(group) if group else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the flags, then train one run, --seeds' runs side by side, or --resume's; returns the exit status."""
+    cfg, given = config.parse(argv)
+    if cfg.resume:
+        return run(None, given)
+    return run([dataclasses.replace(cfg, seed=seed, seeds=None) for seed in cfg.seeds or [cfg.seed]], given)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,23 @@
-"""Several runner.py runs at once: an alpha_reg sweep (Problem 1.4), and runner.py's --seeds.
+"""Many runs at once: an alpha_reg sweep (Problem 1.4), trained as groups of members, locally or on Ray.
 
     python sweep.py --bc_weight 0.1 1 10 100
     python sweep.py --bc_weight 1 10 auto --seeds 0 1 --total_steps 50000 --workers 2
 
-Each value is one runner.py run per seed, all in results/sweep-<time>/; then sweep.csv there
-holds, per value, the final evaluation return, the final BC distance E||a - mu(s)||^2 and the
-Q over-estimation (final dataset Q minus the Monte-Carlo return of the same pairs), and the same
-table is printed. `python plot.py results/sweep-<time>/` draws the runs.
+Each (value, seed) is one runner.py run, all in results/sweep-<time>/. Runs that may train side by
+side (config.member_key: every numeric value with every seed) do, as the members of one agent in
+one process (networks.py): --members runs per process, --workers processes at a time. Then
+sweep.csv there holds, per value, the final evaluation return, the final BC distance
+E||a - mu(s)||^2 and the Q over-estimation (final dataset Q minus the Monte-Carlo return of the
+same pairs), and the same table is printed. `python plot.py results/sweep-<time>/` draws the runs.
 """
 import argparse
 import csv
 import dataclasses
 import json
+import math
+import multiprocessing
 import os
-import subprocess
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +28,6 @@ import config
 import flags
 from flags import flag
 
-RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
 TABLE_COLUMNS = ["bc_weight", "seeds", "final_return_mean", "final_return_std", "bc_distance",
                  "dataset_q", "mc_return", "q_overestimation"]
 
@@ -38,44 +41,98 @@ class SweepConfig:
     total_steps: int = flag(30_000, "gradient updates per run; smaller than a full run to keep the sweep short",
                             low=1)
     eval_every: int = flag(5_000, "steps between evaluations", low=1)
-    workers: int = flag(1, "runs at a time, each on cores/workers threads unless --threads is given", low=1)
+    workers: int = flag(1, "processes at a time, each on cores/workers threads unless --threads is given", low=1)
+    members: int = flag(0, "runs trained side by side per process; 0 = as many as fill --workers processes",
+                        low=0)
     results_dir: str = flag("results", "parent of the sweep folder", metavar="DIR")
 
 
-def run_processes(runs: list[dict], workers: int) -> int:
-    """runner.py once per dict of flags, `workers` runs at a time; returns the worst exit status.
+def plan(runs: list[dict], members: int, workers: int) -> list[list[dict]]:
+    """The runs (dicts of given flags) in groups that train side by side: compatible runs, at most
+    `members` a group (0: each compatible set split evenly over `workers` processes)."""
+    compatible: dict[tuple, list[dict]] = {}
+    for run in runs:
+        compatible.setdefault(config.member_key(config.parse(config.command_line(run))[0]), []).append(run)
+    groups = []
+    for same in compatible.values():
+        size = members or math.ceil(len(same) / workers)
+        groups += [same[i:i + size] for i in range(0, len(same), size)]
+    return groups
 
-    A run given no --threads gets cores/workers of them. Each run has its own progress-bar line.
-    Ctrl-C reaches the children too: each checkpoints and stops, and no further run starts.
+
+def begun_runs(runs: list[dict]) -> dict[int, str]:
+    """Which of these runs already have a folder in their results_dir (index -> folder): a retried group's."""
+    found = {}
+    for i, run in enumerate(runs):
+        wanted = {k: v for k, v in flags.flat(config.parse(config.command_line(run))[0]).items()
+                  if k not in ("resume", "seeds")}
+        parent = run["results_dir"]
+        for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+            path = os.path.join(parent, name, "config.json")
+            if os.path.isfile(path):
+                with open(path) as f:
+                    if json.load(f).get("flags") == wanted:
+                        found[i] = os.path.dirname(path)
+    return found
+
+
+def run_group(runs: list[dict]) -> int:
+    """Train runs side by side in this process; returns the worst exit status.
+
+    Runs that a killed process already began continue: from their checkpoint with --resume, or
+    from step 0 if it wrote none (their folder, holding nothing to continue from, is removed).
+    """
+    import runner  # torch and MuJoCo load in the process that trains, not in the launcher
+    begun, status = begun_runs(runs), 0
+    by_step: dict[int, list[str]] = {}
+    for i, run_dir in begun.items():
+        checkpoint = os.path.join(run_dir, "checkpoint.pt")
+        if os.path.isfile(checkpoint):
+            step = int(runner.run_folder.read_checkpoint(run_dir)["step"])
+            by_step.setdefault(step, []).append(run_dir)
+        else:
+            shutil.rmtree(run_dir)
+            del begun[i]
+    for dirs in by_step.values():
+        status = max(status, runner.main(["--resume", *dirs]))
+    fresh = [run for i, run in enumerate(runs) if i not in begun]
+    if fresh:
+        cfgs = [config.parse(config.command_line(run))[0] for run in fresh]
+        status = max(status, runner.run(cfgs, {}))
+    return status
+
+
+def group_process(runs: list[dict], slot: int) -> None:
+    """A child process's work: one group, its progress bar on line `slot`; exits with the group's status."""
+    os.environ["TQDM_POSITION"] = str(slot)
+    sys.exit(run_group(runs))
+
+
+def run_processes(groups: list[list[dict]], workers: int) -> int:
+    """Each group in its own process, `workers` at a time; returns the worst exit status.
+
+    A run given no --threads gets cores/workers of them. Ctrl-C reaches the children too: each
+    checkpoints and stops, and no further group starts.
     """
     threads = max(1, (os.cpu_count() or 1) // workers)
-    pending, running, worst = [{"threads": threads} | run for run in runs], {}, 0
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch state shared with the launcher
+    pending = [[{"threads": threads} | run for run in group] for group in groups]
+    running: dict[int, multiprocessing.Process] = {}
+    worst = 0
     while pending or running:
         for slot in range(workers):
             if slot not in running and pending:
-                run = pending.pop(0)
-                env = os.environ | {"TQDM_POSITION": str(slot)}
-                if run["threads"]:
-                    env["OMP_NUM_THREADS"] = str(run["threads"])
-                running[slot] = subprocess.Popen([sys.executable, RUNNER, *config.command_line(run)], env=env)
+                running[slot] = context.Process(target=group_process, args=(pending.pop(0), slot))
+                running[slot].start()
         try:
             time.sleep(0.5)
         except KeyboardInterrupt:
             pending.clear()
         for slot, child in list(running.items()):
-            if child.poll() is not None:
+            if child.exitcode is not None:
                 del running[slot]
-                worst = max(worst, child.returncode)
-                if child.returncode:
-                    print(f"'runner.py {' '.join(child.args[2:])}' exited with status {child.returncode}",
-                          file=sys.stderr)
+                worst = max(worst, child.exitcode if child.exitcode >= 0 else 128 - child.exitcode)  # -N: signal N
     return worst
-
-
-def run_seeds(given: dict, workers: int) -> int:
-    """runner.py --seeds: one run per seed, each with the flags given and its --seed."""
-    common = {name: value for name, value in given.items() if name not in ("seeds", "workers")}
-    return run_processes([common | {"seed": seed} for seed in given["seeds"]], workers)
 
 
 def last_rows(sweep_dir: str) -> list[tuple[dict, dict]]:
@@ -133,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     sweep_dir = os.path.join(sweep.results_dir, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(sweep_dir)
     common = given | {"total_steps": sweep.total_steps, "eval_every": sweep.eval_every, "results_dir": sweep_dir}
-    status = run_processes([common | {"bc_weight": w, "seed": s} for w in sweep.bc_weight for s in sweep.seeds],
-                           sweep.workers)
+    runs = [common | {"bc_weight": w, "seed": s} for w in sweep.bc_weight for s in sweep.seeds]
+    status = run_processes(plan(runs, sweep.members, sweep.workers), sweep.workers)
     table = summarise(last_rows(sweep_dir), sweep.bc_weight)
     with open(os.path.join(sweep_dir, "sweep.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, TABLE_COLUMNS)

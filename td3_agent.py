@@ -245,6 +245,10 @@ class TD3Agent:
         return [{"agent": map_tensors(full, fn=lambda t: member_slice(t, self.members, m)), "updates": self.updates,
                  "generator": g.get_state()} for m, g in enumerate(self.generators)]
 
+    def actor_state_dict(self, m: int) -> dict:
+        """Member m's actor weights alone (actor.pt): the policy of one run, as networks.Actor with M = 1."""
+        return map_tensors(self.actor.state_dict(), fn=lambda t: member_slice(t, self.members, m))
+
     def load_state_dicts(self, states: list[dict]) -> None:
         """Inverse of state_dicts(): member m from states[m]."""
         if len({int(s["updates"]) for s in states}) != 1:
