@@ -1,4 +1,4 @@
-"""The update step: TD target, CQL penalty, BC term, delayed actor and target updates."""
+"""The update step: TD target, CQL penalty, BC term, delayed actor and target updates; and members."""
 import copy
 import math
 
@@ -12,9 +12,11 @@ from utils import dataset_to_buffer
 LOW, HIGH = -np.ones(3, dtype=np.float32), np.ones(3, dtype=np.float32)
 
 
-def make_agent(**overrides) -> TD3Agent:
-    torch.manual_seed(0)
-    return TD3Agent(11, 3, LOW, HIGH, TD3Config(hidden=(32, 32), **overrides), torch.device("cpu"))
+def make_agent(seeds: tuple[int, ...] = (0,), configs: list[dict] | None = None, **overrides) -> TD3Agent:
+    """An agent of len(seeds) members, at small widths; configs: each member's own overrides."""
+    configs = configs or [{}] * len(seeds)
+    return TD3Agent(11, 3, LOW, HIGH, [TD3Config(hidden=(32, 32), **overrides, **c) for c in configs],
+                    list(seeds), torch.device("cpu"))
 
 
 def make_q_flat(agent: TD3Agent, value: float) -> None:
@@ -22,20 +24,19 @@ def make_q_flat(agent: TD3Agent, value: float) -> None:
     with torch.no_grad():
         for param in agent.critic.parameters():
             param.zero_()
-        for net in (agent.critic.q1_net, agent.critic.q2_net):
-            net[-1].bias.fill_(value)
+        agent.critic.net.biases[-1].fill_(value)
 
 
-def batch(n: int = 64, seed: int = 1) -> tuple[torch.Tensor, ...]:
+def batch(n: int = 64, seed: int = 1, members: int = 1) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, 11, generator=g), torch.rand(n, 3, generator=g) * 2 - 1,
-            torch.randn(n, generator=g), torch.randn(n, 11, generator=g), torch.ones(n))
+    return (torch.randn(members, n, 11, generator=g), torch.rand(members, n, 3, generator=g) * 2 - 1,
+            torch.randn(members, n, generator=g), torch.randn(members, n, 11, generator=g), torch.ones(members, n))
 
 
 def test_actor_outputs_stay_inside_the_action_bounds():
     low, high = np.array([-2.0, 0.0, 1.0], np.float32), np.array([2.0, 0.5, 3.0], np.float32)
-    agent = TD3Agent(11, 3, low, high, TD3Config(hidden=(32, 32)), torch.device("cpu"))
-    actions = agent.act(np.random.default_rng(0).normal(size=(500, 11)) * 100)
+    agent = TD3Agent(11, 3, low, high, [TD3Config(hidden=(32, 32))], [0], torch.device("cpu"))
+    actions = agent.act(np.random.default_rng(0).normal(size=(1, 500, 11)) * 100)
     assert np.all(actions >= low) and np.all(actions <= high)
 
 
@@ -43,12 +44,12 @@ def test_twin_critic_heads_are_independent_networks():
     agent = make_agent()
     obs, actions, *_ = batch()
     q = agent.critic(obs, actions)
-    assert q.shape == (2, 64)
+    assert q.shape == (2, 1, 64)
     torch.testing.assert_close(q[0], agent.critic.q1(obs, actions))
     assert not torch.allclose(q[0], q[1])  # different initial weights
-    q[1].sum().backward()  # head 2's loss reaches only head 2's weights
-    assert all(p.grad is None or not p.grad.any() for p in agent.critic.q1_net.parameters())
-    assert all(p.grad.abs().sum() > 0 for p in agent.critic.q2_net.parameters())
+    q[1].sum().backward()  # head 2's loss reaches only head 2's weights (Q1s are slices :M, Q2s M:)
+    for weight in agent.critic.net.weights:
+        assert not weight.grad[0].any() and weight.grad[1].abs().sum() > 0
 
 
 @pytest.mark.parametrize("temp", [0.5, 1.0, 3.0])
@@ -68,20 +69,20 @@ def test_cql_penalty_is_temp_log_m_per_critic_when_q_is_flat(temp, n_actions, un
 def make_q_sum_of_actions(agent: TD3Agent) -> None:
     """Q_i(s, a) = relu(sum(a)) + i: the action inputs pass straight through to the output."""
     make_q_flat(agent, 0.0)
+    weights, members = agent.critic.net.weights, agent.members
     with torch.no_grad():
-        for net in (agent.critic.q1_net, agent.critic.q2_net):
-            net[0].weight[0, 11:] = 1.0  # hidden unit 0 of layer 1 = relu(sum(a)) ...
-            net[2].weight[0, 0] = 1.0  # ... carried by unit 0 of layer 2 ...
-            net[4].weight[0, 0] = 1.0  # ... to the output
-        agent.critic.q2_net[4].bias.fill_(1.0)
+        weights[0][:, 11:, 0] = 1.0  # hidden unit 0 of layer 1 = relu(sum(a)) ...
+        weights[1][:, 0, 0] = 1.0  # ... carried by unit 0 of layer 2 ...
+        weights[2][:, 0, 0] = 1.0  # ... to the output
+        agent.critic.net.biases[-1][members:] = 1.0  # Q2 = Q1 + 1
 
 
 def penalty_by_hand(sampled: torch.Tensor, q_data: torch.Tensor, temp: float) -> float:
-    """sum_i E_s[T logsumexp_j(Q_i(s, a_j) / T) - Q_i(s, a)] for Q_i = relu(sum(a)) + i; sampled (M, B, A)."""
+    """sum_i E_s[T logsumexp_j(Q_i(s, a_j) / T) - Q_i(s, a)] for Q_i = relu(sum(a)) + i; sampled (J, B, A)."""
     total = 0.0
     for i in range(2):
-        q_sampled = sampled.sum(-1).relu() + i  # (M, B)
-        total += (temp * torch.logsumexp(q_sampled / temp, dim=0) - q_data[i]).mean().item()
+        q_sampled = sampled.sum(-1).relu() + i  # (J, B)
+        total += (temp * torch.logsumexp(q_sampled / temp, dim=0) - q_data[i, 0]).mean().item()
     return total
 
 
@@ -92,12 +93,11 @@ def test_cql_penalty_on_a_known_q_table_holds_exactly_the_uniform_and_policy_act
     obs, actions, _, next_obs, _ = batch(n=8)
     q_data = agent.critic(obs, actions)
     torch.testing.assert_close(q_data[1], actions.sum(-1).relu() + 1)
-    torch.manual_seed(123)
+    draws = torch.Generator().set_state(agent.generators[0].get_state())  # the member's next uniform draws
     penalty, parts = agent.cql_penalty(obs, next_obs, q_data)
-    torch.manual_seed(123)  # the same uniform draws, by hand
-    uniform = torch.rand(5, 8, 3) * 2 - 1
+    uniform = torch.rand((5, 8, 3), generator=draws) * 2 - 1  # the same draws, by hand
     with torch.no_grad():
-        policy = torch.stack([agent.actor(obs), agent.actor(next_obs)])  # mu(s), mu(s'), both at state s
+        policy = torch.cat([agent.actor(obs), agent.actor(next_obs)])  # mu(s), mu(s'), both at state s
     expected = penalty_by_hand(uniform if uniform_only else torch.cat([uniform, policy]), q_data, 0.7)
     assert penalty.item() == pytest.approx(expected, rel=1e-5)
     assert parts["cql_q_random"].item() == pytest.approx((uniform.sum(-1).relu() + 0.5).mean().item(), rel=1e-5)
@@ -111,10 +111,10 @@ def test_cql_penalty_sends_no_gradient_to_the_actor():
     agent = make_agent(cql_alpha=1.0)
     obs, actions, _, next_obs, _ = batch()
     penalty, _ = agent.cql_penalty(obs, next_obs, agent.critic(obs, actions))
-    penalty.backward()
+    penalty.sum().backward()
     assert all(p.grad is None for p in agent.actor.parameters())
-    for net in (agent.critic.q1_net, agent.critic.q2_net):  # (the output bias gets exactly 0: a shift of
-        assert net[0].weight.grad.abs().sum() > 0              # Q moves logsumexp and Q(s, a) alike)
+    # (the output bias gets exactly 0: a shift of Q moves logsumexp and Q(s, a) alike)
+    assert agent.critic.net.weights[0].grad[0].abs().sum() > 0 and agent.critic.net.weights[0].grad[1].abs().sum() > 0
 
 
 @pytest.mark.parametrize("temp", [0.1, 1.0])
@@ -123,7 +123,7 @@ def test_cql_penalty_is_non_negative_when_data_actions_have_the_lowest_q(temp):
     agent = make_agent(cql_alpha=1.0, cql_temp=temp, cql_n_actions=10)
     make_q_sum_of_actions(agent)
     obs, _, _, next_obs, _ = batch()
-    lowest = torch.full((64, 3), -1.0)  # sum(a) is smallest at the corner (-1, -1, -1)
+    lowest = torch.full((1, 64, 3), -1.0)  # sum(a) is smallest at the corner (-1, -1, -1)
     penalty, _ = agent.cql_penalty(obs, next_obs, agent.critic(obs, lowest))
     assert penalty.item() >= 0
 
@@ -169,7 +169,7 @@ def test_truncated_episode_still_bootstraps(tiny_dataset):
     episodes = list(tiny_dataset.iterate_episodes([0, 1]))
     assert episodes[0].truncations[-1] and not episodes[0].terminations[-1] and episodes[1].terminations[-1]
     for row, bootstraps in ((truncated_last, True), (terminated_last, False)):
-        obs, actions, rewards, next_obs, not_done = buffer.split(buffer.data[[row]])
+        obs, actions, rewards, next_obs, not_done = buffer.split(buffer.data[torch.tensor([[row]])])  # (1, 1, ...)
         agent = make_agent(gamma=0.9, policy_noise=0.0)
         with torch.no_grad():
             next_q = agent.critic_target(next_obs, agent.actor_target(next_obs)).amin(0)
@@ -202,7 +202,7 @@ def test_bc_term_changes_the_actor_step_and_pulls_mu_towards_the_data():
     plain, cloned = make_agent(bc_weight=0.0), make_agent(bc_weight=100.0)
     plain.update_actor(obs, actions)
     first = cloned.update_actor(obs, actions)["bc_loss"].item()
-    assert not torch.equal(plain.actor.net[0].weight, cloned.actor.net[0].weight)
+    assert not torch.equal(plain.actor.net.weights[0], cloned.actor.net.weights[0])
     for _ in range(300):
         last = cloned.update_actor(obs, actions)["bc_loss"].item()
     assert last < 0.6 * first
@@ -225,10 +225,10 @@ def test_actor_and_targets_move_only_every_policy_delay_updates():
     assert all(torch.equal(actor_before[k], v) for k, v in agent.actor.state_dict().items())
     assert all(torch.equal(target_before[k], v) for k, v in agent.critic_target.state_dict().items())
     agent.update(*data)
-    assert not torch.equal(actor_before["net.0.weight"], agent.actor.state_dict()["net.0.weight"])
+    assert not torch.equal(actor_before["net.weights.0"], agent.actor.state_dict()["net.weights.0"])
     # Polyak: target moved by tau of the gap to the online critic
-    online, before = agent.critic.q2_net[0].weight, target_before["q2_net.0.weight"]
-    after = agent.critic_target.q2_net[0].weight
+    online, before = agent.critic.net.weights[0], target_before["net.weights.0"]
+    after = agent.critic_target.net.weights[0]
     torch.testing.assert_close(after, before + agent.cfg.tau * (online - before))
 
 
@@ -238,11 +238,71 @@ def test_update_learns_on_a_real_dataset(tiny_dataset):
     critic_names = {"q1", "q2", "target_q", "td_loss", "cql_penalty", "cql_logsumexp", "cql_q_random",
                     "cql_q_policy", "cql_q_data", "cql_alpha", "critic_loss"}
     actor_names = {"ddpg_loss", "bc_loss", "bc_weight", "actor_loss"}
-    torch.manual_seed(0)
-    assert set(agent.update(*buffer.sample(64))) == critic_names  # no actor step on odd updates
-    first = agent.update(*buffer.sample(64))  # the second update is the first actor update
+    assert set(agent.update(*buffer.sample(64, agent.generators))) == critic_names  # no actor step on odd updates
+    first = agent.update(*buffer.sample(64, agent.generators))  # the second update is the first actor update
     for _ in range(200):
-        last = agent.update(*buffer.sample(64))
+        last = agent.update(*buffer.sample(64, agent.generators))
     assert set(first) == set(last) == critic_names | actor_names
-    assert all(torch.isfinite(v) for v in last.values())
+    assert all(torch.isfinite(v).all() for v in last.values())
     assert last["bc_loss"] < first["bc_loss"]
+
+
+# Members: M runs side by side in one agent (networks.py)
+
+@pytest.mark.parametrize("method", [{"bc_weight": [0.0, 10.0, 1.0]}, {"cql_alpha": [1.0, 5.0, 2.0]}])
+def test_member_k_learns_what_a_single_run_with_its_seed_and_weights_learns(tiny_dataset, method):
+    (name, values), = method.items()
+    buffer = dataset_to_buffer(tiny_dataset, torch.device("cpu"))
+    group = make_agent(seeds=(3, 4, 5), configs=[{name: v} for v in values])
+    alone = make_agent(seeds=(4,), configs=[{name: values[1]}])
+    for _ in range(6):  # each draws its batches, noise and CQL actions from its own seed's generator
+        together = group.update(*buffer.sample(64, group.generators))
+        single = alone.update(*buffer.sample(64, alone.generators))
+        for key, value in single.items():
+            torch.testing.assert_close(together[key][1:2], value, rtol=1e-4, atol=1e-5)
+    for mine, theirs in zip(group.actor_state_dict(1).values(), alone.actor_state_dict(0).values()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_members_share_no_gradients():
+    agent = make_agent(seeds=(0, 1, 2), cql_alpha=1.0)
+    obs, actions, rewards, next_obs, not_done = batch(members=3)
+    q = agent.critic(obs, actions)  # (2, M, B)
+    q[:, 1].sum().backward()  # member 1's Q alone
+    for weight in agent.critic.net.weights:  # slices (Q1 of members 0 1 2, Q2 of members 0 1 2)
+        touched = weight.grad.flatten(1).abs().sum(dim=1) > 0
+        assert touched.tolist() == [False, True, False, False, True, False]
+
+
+def test_a_member_fed_infinities_leaves_the_others_untouched():
+    clean, spoiled = make_agent(seeds=(0, 1, 2)), make_agent(seeds=(0, 1, 2))
+    data = batch(members=3)
+    bad = [t.clone() for t in data]
+    bad[2][0] = float("inf")  # member 0's rewards
+    for _ in range(4):
+        clean.update(*data)
+        spoiled.update(*bad)
+    assert not torch.isfinite(spoiled.actor_state_dict(0)["net.weights.0"]).all()
+    for m in (1, 2):
+        for mine, theirs in zip(spoiled.actor_state_dict(m).values(), clean.actor_state_dict(m).values()):
+            assert torch.equal(mine, theirs)
+
+
+def test_member_states_restore_each_member_in_any_order():
+    agent = make_agent(seeds=(0, 1), configs=[{"bc_weight": 0.0}, {"bc_weight": 10.0}], cql_alpha=1.0)
+    data = batch(members=2)
+    for _ in range(3):
+        agent.update(*data)
+    states = agent.state_dicts()
+    swapped = make_agent(seeds=(7, 8), configs=[{"bc_weight": 10.0}, {"bc_weight": 0.0}], cql_alpha=1.0)
+    swapped.load_state_dicts([states[1], states[0]])
+    after, after_swapped = agent.update(*data), swapped.update(*(t.flip(0) for t in data))
+    for key, value in after.items():
+        assert torch.equal(after_swapped[key], value.flip(0))
+
+
+def test_members_must_share_everything_but_their_weights():
+    with pytest.raises(ValueError, match="bc_weight, cql_alpha"):
+        make_agent(seeds=(0, 1), configs=[{"lr": 1e-3}, {"lr": 3e-4}])
+    with pytest.raises(ValueError):
+        make_agent(seeds=(0, 1), configs=[{"cql_alpha": 0.0}, {"cql_alpha": 5.0}])  # CQL on in one only
