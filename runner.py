@@ -341,8 +341,9 @@ def train(group: Group) -> int:
     except RunFolderError as err:
         saved = group.runs[0].saved_step
         dirs = " ".join(run.dir for run in group.runs)
-        kept = (f"the last checkpoints (step {saved}) are intact: free the disk, then python runner.py --resume "
-                f"{dirs}" if saved else "no checkpoint was written yet: free the disk, then start again")
+        last = "the last checkpoint is" if len(group.runs) == 1 else "the last checkpoints are"
+        kept = (f"{last} intact (step {saved}): free the disk, then python runner.py --resume {dirs}" if saved
+                else "no checkpoint was written yet: free the disk, then start again")
         print(f"runner.py: error: {err} at step {group.step}; {kept}", file=sys.stderr)
         return 1
     finally:

@@ -8,10 +8,11 @@ import config
 import flags
 from flags import flag
 
-# config.json's "flags" of a default run as commit 07d3f14 wrote them: runs made then must read the same
+# config.json's "flags" of a default run as commit 07d3f14 wrote them, less --workers (gone with the
+# processes per seed, now members of one process): a flag's name or default must not change silently
 FLAGS_OF_07D3F14 = {
     "agent": "td3", "total_steps": 100000, "bc_weight": 0.0, "bc_alpha": 2.5, "cql_alpha": 0.0, "cql_n_actions": 4,
-    "cql_uniform_only": False, "cql_target_gap": None, "cql_temp": 1.0, "seed": 0, "seeds": None, "workers": 1,
+    "cql_uniform_only": False, "cql_target_gap": None, "cql_temp": 1.0, "seed": 0, "seeds": None,
     "threads": 0, "batch_size": 128, "hidden": [128, 128], "lr": 0.0003, "gamma": 0.99, "tau": 0.005,
     "policy_noise": 0.2, "noise_clip": 0.5, "policy_delay": 2, "eval_every": 10000, "eval_episodes": 10,
     "log_every": 1000, "video_every": None, "max_abs_q": None, "dataset": "mujoco/hopper/medium-v0",

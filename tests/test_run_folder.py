@@ -1,7 +1,6 @@
 """run_folder.py: the lock, checkpoints that load with weights_only=True, CSV rows, writes that fail cleanly."""
 import errno
 import os
-import random
 import subprocess
 import sys
 
@@ -18,13 +17,7 @@ PROGRESS = {"step": 10, "elapsed": 1.5, "last_return": 3.0, "best_return": 4.0, 
 
 
 def make_agent(seed: int) -> TD3Agent:
-    torch.manual_seed(seed)
-    return TD3Agent(3, 1, -np.ones(1), np.ones(1), TD3Config(hidden=(8, 8)), torch.device("cpu"))
-
-
-def draws() -> list:
-    """One draw of every RNG a run uses, numpy's Gaussian cache included."""
-    return [torch.rand(2).tolist(), np.random.rand(2).tolist(), np.random.standard_normal(), random.random()]
+    return TD3Agent(3, 1, -np.ones(1), np.ones(1), [TD3Config(hidden=(8, 8))], [seed], torch.device("cpu"))
 
 
 def full_disk(real_open, failing: str = ""):
@@ -61,43 +54,39 @@ def test_the_os_lets_go_of_the_folder_of_a_process_that_died(tmp_path):
     run_folder.hold(str(tmp_path)).close()
 
 
-def test_a_checkpoint_loads_with_weights_only_and_restores_the_agent_and_every_rng(tmp_path):
-    torch.manual_seed(1)
-    np.random.seed(2)
-    random.seed(3)
-    np.random.standard_normal()  # numpy now holds a cached Gaussian, part of its state
+def test_a_checkpoint_loads_with_weights_only_and_restores_the_agent_and_its_generator(tmp_path):
     agent = make_agent(0)
-    run_folder.save_checkpoint(str(tmp_path), PROGRESS, agent.state_dict(), agent.actor.state_dict())
-    expected = draws()
+    agent.update(*(t[None] for t in (torch.rand(4, 3), torch.rand(4, 1), torch.rand(4), torch.rand(4, 3),
+                                     torch.ones(4))))  # Adam now holds moments, part of the state
+    run_folder.save_checkpoint(str(tmp_path), PROGRESS, agent.state_dicts()[0])
+    expected = agent.rand(2).tolist()  # the draws the run would make next
     torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # no allow-list needed
     state = run_folder.read_checkpoint(str(tmp_path))
     other = make_agent(1)
-    run_folder.restore(str(tmp_path), state, other)
-    assert draws() == expected
+    run_folder.restore([str(tmp_path)], [state], other)
+    assert other.rand(2).tolist() == expected
     assert {k: state[k] for k in PROGRESS} == PROGRESS
     for mine, theirs in zip(other.critic.parameters(), agent.critic.parameters()):
         assert torch.equal(mine, theirs)
+    assert torch.equal(other.critic_opt.state_dict()["state"][0]["exp_avg"],
+                       agent.critic_opt.state_dict()["state"][0]["exp_avg"])
 
 
-def test_a_checkpoint_of_07d3f14_with_numpys_state_as_an_array_still_loads(tmp_path):
-    agent = make_agent(0)
-    np.random.seed(5)
-    old = {"agent": agent.state_dict(), **PROGRESS, "torch_rng": torch.get_rng_state(),
-           "numpy_rng": np.random.get_state(), "python_rng": random.getstate(), "cuda_rng": None}
-    torch.save(old, tmp_path / "checkpoint.pt")
-    expected = np.random.rand(3)
-    run_folder.restore(str(tmp_path), run_folder.read_checkpoint(str(tmp_path)), make_agent(1))
-    assert np.array_equal(np.random.rand(3), expected)
+def test_a_checkpoint_from_before_members_is_refused_as_another_versions(tmp_path):
+    old = {"agent": {"actor": {}, "critic": {}, "updates": 10}, **PROGRESS, "torch_rng": torch.get_rng_state()}
+    torch.save(old, tmp_path / "checkpoint.pt")  # the layout of commit 53b1660: one run's agent
+    with pytest.raises(RunFolderError, match="cannot be restored .* written by another version of this code"):
+        run_folder.restore([str(tmp_path)], [run_folder.read_checkpoint(str(tmp_path))], make_agent(1))
 
 
 @pytest.mark.parametrize("damage, why", [
     (lambda state: [state], "it holds a list, not a dict"),
     (lambda state: state | {"step": "10"}, "its 'step' is a str"),
-    (lambda state: {k: v for k, v in state.items() if k != "numpy_rng"}, "it has no 'numpy_rng'"),
+    (lambda state: {k: v for k, v in state.items() if k != "agent"}, "it has no 'agent'"),
 ])
 def test_a_checkpoint_of_the_wrong_shape_is_refused_saying_what_is_wrong(tmp_path, damage, why):
     agent = make_agent(0)
-    run_folder.save_checkpoint(str(tmp_path), PROGRESS, agent.state_dict(), agent.actor.state_dict())
+    run_folder.save_checkpoint(str(tmp_path), PROGRESS, agent.state_dicts()[0])
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     torch.save(damage(state), tmp_path / "checkpoint.pt")
     with pytest.raises(RunFolderError, match=f"checkpoint.pt cannot be restored \\({why}\\)"):

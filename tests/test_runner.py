@@ -53,14 +53,14 @@ def test_plain_td3_leaves_the_cql_columns_empty(tiny_dataset, tmp_path):
     assert float(row["bc_weight"]) == 0.0 and row["td_loss"] != ""
 
 
-def test_metric_means_average_each_metric_over_the_updates_that_logged_it():
+def test_metric_means_average_each_metric_over_the_updates_that_logged_it_per_member():
     means = runner.MetricMeans()
-    means.add({"td_loss": torch.tensor(1.0)})
-    means.add({"td_loss": torch.tensor(3.0), "actor_loss": torch.tensor(-4.0)})  # an actor step
-    means.add({"td_loss": torch.tensor(8.0)})
-    assert means.pop() == {"td_loss": 4.0, "actor_loss": -4.0}
-    means.add({"td_loss": torch.tensor(2.0)})
-    assert means.pop() == {"td_loss": 2.0}  # a new interval starts from nothing
+    means.add({"td_loss": torch.tensor([1.0, 10.0])})  # two members
+    means.add({"td_loss": torch.tensor([3.0, 30.0]), "actor_loss": torch.tensor([-4.0, -40.0])})  # an actor step
+    means.add({"td_loss": torch.tensor([8.0, 80.0])})
+    assert means.pop() == {"td_loss": [4.0, 40.0], "actor_loss": [-4.0, -40.0]}
+    means.add({"td_loss": torch.tensor([2.0, 20.0])})
+    assert means.pop() == {"td_loss": [2.0, 20.0]}  # a new interval starts from nothing
 
 
 def test_a_run_never_overwrites_another(tiny_dataset, tmp_path):
@@ -143,19 +143,25 @@ def test_non_finite_loss_stops_the_run_keeping_the_last_good_checkpoint(tiny_dat
     checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
     assert len(rows) >= 2
     assert checkpoint["step"] == len(rows) - 1  # the last row is the bad one, the checkpoint is the one before
-    assert all(torch.isfinite(p).all() for p in checkpoint["agent"]["critic"].values())
+    assert all(torch.isfinite(p).all() for p in checkpoint["agent"]["agent"]["critic"].values())
 
 
-def test_seeds_run_one_process_each_and_plot_draws_them(tiny_dataset, tmp_path):
+def test_seeds_train_side_by_side_as_the_single_runs_would_and_plot_draws_them(tiny_dataset, tmp_path):
     import plot
-    results = tmp_path / "results"
-    status = runner.main([*FAST, "--total_steps", "6", "--eval_every", "3", "--seeds", "0", "1",
-                          "--workers", "2", "--results_dir", str(results)])
-    assert status == 0
+    results, alone = tmp_path / "results", tmp_path / "alone"
+    assert runner.main([*FAST, "--total_steps", "6", "--eval_every", "3", "--seeds", "0", "1",
+                        "--results_dir", str(results)]) == 0
+    assert runner.main([*FAST, "--total_steps", "6", "--eval_every", "3", "--seed", "1",
+                        "--results_dir", str(alone)]) == 0
     runs = sorted(os.listdir(results))
     assert ["-seed0-" in runs[0], "-seed1-" in runs[1]] == [True, True]
-    threads = {json.loads(Path(results, run, "config.json").read_text())["flags"]["threads"] for run in runs}
-    assert threads == {max(1, os.cpu_count() // 2)}  # no --threads given: the cores shared between the workers
+    for name in ("train.csv", "progress.csv"):  # seed 1's member wrote what seed 1 alone writes
+        together, single = read_csv(os.path.join(results, runs[1], name)), read_csv(os.path.join(only_run(alone), name))
+        assert [row.keys() for row in together] == [row.keys() for row in single]
+        for row, expected in zip(together, single):
+            for key in row.keys() - {"time_s"}:
+                assert (float(row[key]) == pytest.approx(float(expected[key]), rel=1e-4, abs=1e-5)
+                        if expected[key] else row[key] == "")
     assert plot.main([str(results), "--out", str(tmp_path / "figures")]) == 0
     for name in ("returns.png", "q_values.png", "diagnostics.png"):
         assert (tmp_path / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -204,7 +210,7 @@ def test_a_full_disk_during_training_stops_the_run_and_resume_goes_on_from_the_l
     run_dir = only_run(results)
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"runner.py: error: cannot write {run_dir}/{name} (No space left on device) at step 20; the last "
-        f"checkpoint (step 10) is intact: free the disk, then python runner.py --resume {run_dir}")
+        f"checkpoint is intact (step 10): free the disk, then python runner.py --resume {run_dir}")
     assert torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)["step"] == 10
     assert not [file for file in os.listdir(run_dir) if file.endswith(".tmp")]
     monkeypatch.setattr(builtins, "open", io.open)  # room again

@@ -15,9 +15,9 @@ def test_runs_are_grouped_by_every_flag_but_those_runner_leaves_out_of_a_label()
     assert summary.NOT_IN_GROUP_KEY == outside
 
 
-def test_runs_differing_only_in_seed_threads_or_workers_are_one_group_named_by_config(tmp_path):
+def test_runs_differing_only_in_seed_threads_or_device_are_one_group_named_by_config(tmp_path):
     write_run(tmp_path, "td3_bc10", 0, bc_weight=10.0)
-    write_run(tmp_path, "td3_bc10", 1, bc_weight=10.0, threads=4, workers=3, device="cuda", log_every=500)
+    write_run(tmp_path, "td3_bc10", 1, bc_weight=10.0, threads=4, device="cuda", log_every=500)
     groups = summary.group_runs(summary.load_runs(str(tmp_path)))
     assert {label: len(runs) for label, runs in groups.items()} == {"td3_bc10": 2}
 

@@ -49,13 +49,15 @@ def test_done_is_zero_on_truncation_and_one_on_termination(tiny_dataset):
     assert not_done.sum() == len(buffer) - (len(episodes) - 1)
 
 
-def test_sample_draws_rows_of_the_buffer(tiny_dataset):
+def test_sample_draws_rows_of_the_buffer_one_batch_per_member_generator(tiny_dataset):
     buffer = dataset_to_buffer(tiny_dataset, CPU)
-    obs, actions, rewards, next_obs, not_done = buffer.sample(64)
-    assert obs.shape == (64, 11) and actions.shape == (64, 3) and rewards.shape == (64,)
-    rows = torch.cat([obs, actions, rewards[:, None], next_obs, not_done[:, None]], dim=1)
+    generators = [torch.Generator().manual_seed(seed) for seed in (0, 1, 0)]
+    obs, actions, rewards, next_obs, not_done = buffer.sample(64, generators)
+    assert obs.shape == (3, 64, 11) and actions.shape == (3, 64, 3) and rewards.shape == (3, 64)
+    rows = torch.cat([obs, actions, rewards[..., None], next_obs, not_done[..., None]], dim=-1).flatten(0, 1)
     # every sampled row is some row of the buffer
     assert ((rows[:, None, :] == buffer.data[None]).all(-1).any(-1)).all()
+    assert torch.equal(obs[0], obs[2]) and not torch.equal(obs[0], obs[1])  # a member's batches follow its seed
 
 
 def test_discounted_return_sums_to_the_episode_end(tiny_dataset):
@@ -76,33 +78,40 @@ def test_unknown_dataset_offline_is_one_clear_error(minari_root):
 
 
 def still_policy(obs: np.ndarray) -> np.ndarray:
-    """Zero torque: Hopper falls over within a few dozen steps."""
-    return np.zeros((len(obs), 3), dtype=np.float32)
+    """Zero torque: Hopper falls over within a few dozen steps. (..., obs_dim) -> (..., 3)."""
+    return np.zeros((*obs.shape[:-1], 3), dtype=np.float32)
 
 
 def still_episode_length(env: gym.Env, seed: int) -> int:
     """Steps of one zero-torque episode, stepped by hand until termination or the time limit."""
+    return episode_by_hand(env, seed, 0.0)[0]
+
+
+def episode_by_hand(env: gym.Env, seed: int, torque: float) -> tuple[int, float]:
+    """(steps, return) of one episode of constant torque, stepped by hand until it ends."""
     env.reset(seed=seed)
+    total = 0.0
     for t in range(1, 10_000):
-        _, _, terminated, truncated, _ = env.step(np.zeros(3, dtype=np.float32))
+        _, reward, terminated, truncated, _ = env.step(np.full(3, torque, dtype=np.float32))
+        total += reward
         if terminated or truncated:
-            return t
+            return t, total
     raise AssertionError("the episode never ended")
 
 
-def test_evaluate_runs_each_episode_to_its_end(tiny_dataset):
+def test_evaluate_runs_each_members_episodes_to_their_ends_with_its_seeds(tiny_dataset):
     env = tiny_dataset.recover_environment(eval_env=True)
-    running = []  # episodes still running at each time step
+    torques = np.array([0.0, 0.3], dtype=np.float32)  # member 0 stands still, member 1 pushes
 
     def policy(obs: np.ndarray) -> np.ndarray:
-        running.append(len(obs))
-        return still_policy(obs)
-    returns = evaluate(policy, env, episodes=3, seed=0)
-    lengths = [still_episode_length(gym.make("Hopper-v5"), seed) for seed in range(3)]
-    # each episode took part in exactly the steps up to its own end, no fewer, no more
-    assert running == [sum(length > t for length in lengths) for t in range(max(lengths))]
-    assert returns.shape == (3,) and np.all(returns > 0)  # about +1 per step while healthy
-    np.testing.assert_array_equal(returns, evaluate(still_policy, env, episodes=3, seed=0))  # same seeds
+        assert obs.shape == (2, 3, 11)  # (members, episodes, obs_dim), all at once
+        return np.broadcast_to(torques[:, None, None], (2, 3, 3)).copy()
+    returns = evaluate(policy, env, episodes=3, seeds=[0, 50])
+    by_hand = [[episode_by_hand(gym.make("Hopper-v5"), seed + i, torque)[1] for i in range(3)]
+               for seed, torque in zip([0, 50], torques)]
+    np.testing.assert_allclose(returns, by_hand, rtol=1e-9)  # each episode to its own end, no step more
+    assert returns.shape == (2, 3) and np.all(returns > 0)  # about +1 per step while healthy
+    np.testing.assert_array_equal(returns, evaluate(policy, env, episodes=3, seeds=[0, 50]))  # same seeds
 
 
 def test_video_of_an_episode_has_one_frame_per_four_steps_and_the_first(tmp_path):
