@@ -33,27 +33,28 @@ def error_line(capsys, argv: list[str]) -> str:
     return capsys.readouterr().err.splitlines()[-1]
 
 
+@pytest.mark.parametrize("members", [1, 3])
 @pytest.mark.parametrize("method", bench.METHODS)
-def test_update_matmul_flops_are_the_ones_torch_counts_in_an_update(method):
+def test_update_matmul_flops_are_the_ones_torch_counts_in_an_update(method, members):
     cfg, batch = TD3Config(**bench.METHODS[method]), 32
-    agent = TD3Agent(11, 3, -np.ones(3), np.ones(3), cfg, torch.device("cpu"))
-    data = (torch.randn(batch, 11), torch.rand(batch, 3) * 2 - 1, torch.randn(batch), torch.randn(batch, 11),
-            torch.ones(batch))
+    agent = TD3Agent(11, 3, -np.ones(3), np.ones(3), [cfg] * members, list(range(members)), torch.device("cpu"))
+    data = (torch.randn(members, batch, 11), torch.rand(members, batch, 3) * 2 - 1, torch.randn(members, batch),
+            torch.randn(members, batch, 11), torch.ones(members, batch))
     with FlopCounterMode(display=False) as counter:
         for _ in range(cfg.policy_delay):  # the last one steps the actor too
             agent.update(*data)
-    every, actor_step = roofline.update_matmuls(cfg, batch, obs_dim=11, act_dim=3)
+    every, actor_step = roofline.update_matmuls(cfg, batch, obs_dim=11, act_dim=3, members=members)
     assert counter.get_total_flops() == cfg.policy_delay * roofline.flops(every) + roofline.flops(actor_step)
 
 
 def test_roofline_calls_compute_the_products_they_stand_for():
-    shapes = [(32, 14, 16), (16, 32, 14), (32, 16, 1), (32, 14, 16)]
+    shapes = [(2, 32, 14, 16), (6, 16, 32, 14), (2, 32, 16, 1), (2, 32, 14, 16)]
     calls = roofline.roofline_calls(shapes)
     with FlopCounterMode(display=False) as counter:
         products = [call() for call in calls]
     assert counter.get_total_flops() == roofline.flops(shapes)
-    for call, product, (m, k, n) in zip(calls, products, shapes, strict=True):
-        assert product.shape == (m, n)
+    for call, product, (s, m, k, n) in zip(calls, products, shapes, strict=True):
+        assert product.shape == (s, m, n)
         torch.testing.assert_close(product, call.args[0] @ call.args[1])
 
 
