@@ -1,28 +1,25 @@
-"""Speed of the update step, of loading the dataset and of evaluation, on CPU.
+"""Speed of the update step of M members, of loading the dataset and of evaluation, on CPU; and the
+estimated wall-clock of the Results set.
 
-    MINARI_DATASETS_PATH=../shared/minari python benchmarks/bench.py
+    MINARI_DATASETS_PATH=../shared/minari python benchmarks/bench.py --threads 1 --members 1 3 4 6
     MINARI_DATASETS_PATH=../shared/minari python benchmarks/bench.py --against HEAD~1
 
-The first times loading the dataset into the replay buffer; the update step of TD3, TD3+BC
-(bc_weight 10), CQL (cql_alpha 5; uniform and policy actions) and CQL with uniform actions only;
-and an evaluation of 10 episodes. Beside each update rate it prints the matmul roofline: the
-update's matrix products alone, as plain torch.matmul calls on the same shapes (no bias, ReLU,
-loss, optimizer or Python around them). The second times this tree's update step against the
-one of git revision REV, in one process.
+The first times loading the dataset into the replay buffer, then the update step of TD3, TD3+BC
+(bc_weight 10), CQL (cql_alpha 5; uniform and policy actions) and CQL with uniform actions only,
+each for M = 1 and several members trained side by side in one agent (networks.py: one batched
+matmul per layer for all members): updates/s, and member-updates/s = updates/s x M. Beside each it
+prints the matmul roofline: the update's matrix products alone, as plain torch.bmm calls on the
+same shapes (no bias, ReLU, loss, optimizer or Python around them). Last, from 1-thread timings of
+the update and of an evaluation, the estimated wall-clock of the Results set (estimate.py).
+The second times this tree's update step of one run against the one of git revision REV, in one process.
 """
 import argparse
-import dataclasses
 import gc
-import importlib
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable
-from types import ModuleType
 
 import numpy as np
 import torch
@@ -31,55 +28,45 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-import td3_agent  # noqa: E402
 from td3_agent import TD3Agent, TD3Config  # noqa: E402
-from utils import DatasetError, ReplayBuffer, dataset_to_buffer, evaluate, load_dataset  # noqa: E402
+from utils import DatasetError, ReplayBuffer, dataset_to_buffer, load_dataset  # noqa: E402
 
-from roofline import roofline_calls, update_gflop, update_matmuls  # noqa: E402  (benchmarks/roofline.py)
+import estimate  # noqa: E402  (benchmarks/estimate.py, and so on)
+from against import bench_against, load_against  # noqa: E402
+from roofline import roofline_calls, update_gflop, update_matmuls  # noqa: E402
+from timing import seconds_per_call, updater, window_steps  # noqa: E402
 
 METHODS = {"td3": {}, "td3_bc": {"bc_weight": 10.0}, "cql": {"cql_alpha": 5.0, "cql_uniform_only": False},
            "cql_uniform": {"cql_alpha": 5.0, "cql_uniform_only": True}}
-WINDOW_S = 0.1  # seconds of updates per timed window
-REVISION_MODULES = ("networks", "flags", "td3_agent")  # what --against imports of a revision
-def seconds_per_call(call: Callable[[], object], repeats: int) -> float:
-    """Mean seconds of `call()` over `repeats` calls."""
-    start = time.perf_counter()
-    for _ in range(repeats):
-        call()
-    return (time.perf_counter() - start) / repeats
+Key = tuple[str, int]  # (method, members)
 
 
-def updater(agent: TD3Agent, buffer: ReplayBuffer, batch: int) -> Callable[[], object]:
-    """One update of `agent` on a fresh batch (its sampling included), as a call."""
-    return lambda: agent.update(*buffer.sample(batch))
+def build_agent(key: Key, buffer: ReplayBuffer, low: np.ndarray, high: np.ndarray,
+                hidden: tuple[int, ...]) -> TD3Agent:
+    """An agent of `members` members of `method` (seeds 0 .. members - 1) at init."""
+    method, members = key
+    configs = [TD3Config(**METHODS[method], hidden=hidden)] * members
+    return TD3Agent(buffer.obs_dim, buffer.act_dim, low, high, configs, list(range(members)), torch.device("cpu"))
 
 
-def window_steps(update: Callable[[], object], policy_delay: int) -> int:
-    """Updates in about WINDOW_S s, timed after a warm-up; a multiple of policy_delay, so actor
-    steps count in proportion."""
-    seconds_per_call(update, 4 * policy_delay)
-    seconds = seconds_per_call(update, 4 * policy_delay)
-    return policy_delay * max(1, round(WINDOW_S / seconds / policy_delay))
+def bench_updates(agents: dict[Key, TD3Agent], buffer: ReplayBuffer, batch: int,
+                  rounds: int) -> dict[Key, tuple[list[float], list[float]]]:
+    """Per agent, the seconds per update (of all its members) of each round: the update's, and its matmul roofline's.
 
-
-def bench_updates(agents: dict[str, TD3Agent], buffer: ReplayBuffer, batch: int,
-                  rounds: int) -> dict[str, tuple[list[float], list[float]]]:
-    """Per method, the seconds per update of each round: the update's, and its matmul roofline's.
-
-    Each round runs a window of every method in turn, each followed by its roofline for the same
-    number of updates, so a slow spell of the machine hits methods and rooflines alike.
+    Each round runs a window of every agent in turn, each followed by its roofline for the same
+    number of updates, so a slow spell of the machine hits agents and rooflines alike.
     """
-    windows, seconds = {}, {name: ([], []) for name in agents}
-    for name, agent in agents.items():
+    windows, seconds = {}, {key: ([], []) for key in agents}
+    for key, agent in agents.items():
         delay = agent.cfg.policy_delay
-        every, actor_step = update_matmuls(agent.cfg, batch, buffer.obs_dim, buffer.act_dim)
+        every, actor_step = update_matmuls(agent.cfg, batch, buffer.obs_dim, buffer.act_dim, agent.members)
         calls = roofline_calls(every * delay + actor_step)  # the matmuls of policy_delay updates
         update = updater(agent, buffer, batch)
-        windows[name] = (update, lambda calls=calls: [call() for call in calls], window_steps(update, delay), delay)
+        windows[key] = (update, lambda calls=calls: [call() for call in calls], window_steps(update, delay), delay)
     for _ in range(rounds):
-        for name, (update, roofline, steps, delay) in windows.items():
-            seconds[name][0].append(seconds_per_call(update, steps))
-            seconds[name][1].append(seconds_per_call(roofline, steps // delay) / delay)
+        for key, (update, roofline, steps, delay) in windows.items():
+            seconds[key][0].append(seconds_per_call(update, steps))
+            seconds[key][1].append(seconds_per_call(roofline, steps // delay) / delay)
     return seconds
 
 
@@ -94,9 +81,9 @@ def anonymous_bytes() -> int:
 def bench_loading(dataset, loads: int = 3) -> tuple[ReplayBuffer, list[float], list[float]]:
     """The buffer, and the seconds and peak extra MB of each of `loads` dataset_to_buffer calls.
 
-    The first load finds the file's page cache as the machine left it. dataset_to_buffer forks a
-    child that writes into shared memory, so the memory figure is system-wide: the largest rise
-    of anonymous_bytes(), sampled every 2 ms. It means something only on a quiet machine.
+    The first load finds the file's page cache as the machine left it. The memory figure is
+    system-wide: the largest rise of anonymous_bytes(), sampled every 2 ms. It means something
+    only on a quiet machine.
     """
     seconds, peaks = [], []
     for _ in range(loads):
@@ -119,103 +106,54 @@ def bench_loading(dataset, loads: int = 3) -> tuple[ReplayBuffer, list[float], l
     return buffer, seconds, peaks
 
 
-def bench_evaluation(agent: TD3Agent, env, episodes: int = 10) -> tuple[float, int]:
-    """Seconds and env steps of utils.evaluate (the episodes side by side) with the agent's actor."""
-    steps = 0
-
-    def counting(obs: np.ndarray) -> np.ndarray:
-        nonlocal steps
-        steps += len(obs)
-        return agent.act(obs)
-    start = time.perf_counter()
-    evaluate(counting, env, episodes, seed=0)
-    return time.perf_counter() - start, steps
-
-
-def resolve_revision(rev: str) -> str:
-    """The hash of the commit `rev` names; ValueError if none.
-
-    --end-of-options makes git read `rev` as a revision even when it starts with '-': a value
-    such as --output=FILE would otherwise be one of git's options, and write that file.
-    """
-    try:
-        found = subprocess.run(["git", "-C", REPO, "rev-parse", "--quiet", "--verify", "--end-of-options",
-                                f"{rev}^{{commit}}"], capture_output=True, text=True)
-    except FileNotFoundError:
-        raise ValueError("git is not installed") from None
-    if found.returncode != 0:
-        why = found.stderr.strip().splitlines()
-        raise ValueError("not a commit of this repository" + (f" ({why[-1]})" if why else "") + "; give e.g. HEAD~1")
-    return found.stdout.strip()
+def print_updates(seconds: dict[Key, tuple[list[float], list[float]]], batch: int, obs_dim: int,
+                  act_dim: int, hidden: tuple[int, ...]) -> None:
+    """A row per (method, members): updates/s, member-updates/s, and the matmul roofline beside them."""
+    print(f"{'method':12} {'M':>2} {'updates/s':>9} {'member-updates/s':>16} {'roofline updates/s':>18} "
+          f"{'matmul share':>12} {'GFLOP/update':>12}")
+    for (method, members), (update_s, roofline_s) in seconds.items():
+        rate = 1 / statistics.median(update_s)
+        gflop = update_gflop(TD3Config(**METHODS[method], hidden=hidden), batch, obs_dim, act_dim, members)
+        share = statistics.median(r / u for r, u in zip(roofline_s, update_s))
+        print(f"{method:12} {members:>2} {rate:>9.0f} {rate * members:>16.0f} "
+              f"{1 / statistics.median(roofline_s):>18.0f} {share:>12.0%} {gflop:>12.4f}")
 
 
-def load_revision(commit: str) -> ModuleType:
-    """td3_agent.py as of `commit` (a hash), with that commit's networks.py (and flags.py, where it
-    has one: td3_agent.py imports it since the flags are declared on TD3Config) under it.
-
-    They are imported from a temporary folder; afterwards this tree's modules are back in
-    sys.modules, so both versions live side by side.
-    """
-    with tempfile.TemporaryDirectory(prefix="bench-against-") as folder:
-        for name in REVISION_MODULES:
-            shown = subprocess.run(["git", "-C", REPO, "show", f"{commit}:{name}.py"], capture_output=True, text=True)
-            if shown.returncode != 0 and name != "flags":  # older commits have no flags.py
-                raise ValueError(f"git cannot show its {name}.py")
-            if shown.returncode == 0:
-                with open(os.path.join(folder, f"{name}.py"), "w") as f:
-                    f.write(shown.stdout)
-        ours = {name: sys.modules.pop(name) for name in REVISION_MODULES if name in sys.modules}
-        sys.path.insert(0, folder)
-        try:
-            return importlib.import_module("td3_agent")
-        finally:
-            sys.path.remove(folder)
-            for name in REVISION_MODULES:
-                sys.modules.pop(name, None)
-            sys.modules.update(ours)
+def one_thread_rates(args: argparse.Namespace, buffer: ReplayBuffer, env,
+                     measured: dict[Key, list[float]]) -> dict[Key, float]:
+    """The 1-thread updates/s of each (method, members) the estimate needs: those in `measured`
+    (seconds per update at 1 thread), the others timed now (torch.set_num_threads(1) must be in force)."""
+    missing = {key: build_agent(key, buffer, env.action_space.low, env.action_space.high, tuple(args.hidden))
+               for key in sorted(estimate.needed() - set(measured))}
+    if missing:
+        print(f"timing the update at 1 thread for the estimate: {', '.join(f'{m} M={n}' for m, n in missing)}")
+        measured = measured | {key: s for key, (s, _) in bench_updates(missing, buffer, args.batch_size,
+                                                                       args.rounds).items()}
+    return {key: 1 / statistics.median(measured[key]) for key in estimate.needed()}
 
 
-def config_for(module: ModuleType, overrides: dict) -> tuple[object | None, list[str]]:
-    """module.TD3Config with this tree's value of each field it has, and the fields of `overrides`
-    it lacks; the config is None when some are lacking (its update would not be the same)."""
-    theirs = {field.name for field in dataclasses.fields(module.TD3Config)}
-    lacking = sorted(set(overrides) - theirs)
-    ours = dataclasses.asdict(TD3Config(**overrides))
-    return None if lacking else module.TD3Config(**{k: v for k, v in ours.items() if k in theirs}), lacking
-
-
-def bench_against(old: ModuleType, label: str, buffer: ReplayBuffer, low: np.ndarray, high: np.ndarray,
-                  batch: int, hidden: tuple[int, ...], rounds: int) -> list[str]:
-    """Speed of this tree's update over `old`'s (a td3_agent module), a line per method.
-
-    Both agents sample from the same buffer in alternating windows (which goes first alternates
-    too), so a change of the machine's speed hits both; the figure is the median of old / new
-    seconds over the window pairs.
-    """
-    summary = []
-    for name, overrides in METHODS.items():
-        old_cfg, lacking = config_for(old, overrides | {"hidden": hidden})
-        if old_cfg is None:
-            print(f"against {label}: {name} skipped: its TD3Config has no {', '.join(lacking)}, so not the same update")
-            summary.append(f"{name} skipped")
-            continue
-        updates = []
-        for module, cfg in ((old, old_cfg), (td3_agent, TD3Config(**overrides, hidden=hidden))):
-            torch.manual_seed(0)
-            agent = module.TD3Agent(buffer.obs_dim, buffer.act_dim, low, high, cfg, torch.device("cpu"))
-            updates.append(updater(agent, buffer, batch))
-        window_steps(updates[0], old_cfg.policy_delay)  # warm-up
-        steps, seconds = window_steps(updates[1], old_cfg.policy_delay), ([], [])
-        for round_ in range(rounds):
-            for which in ((0, 1) if round_ % 2 == 0 else (1, 0)):
-                seconds[which].append(seconds_per_call(updates[which], steps))
-        ratios = [old_s / new_s for old_s, new_s in zip(*seconds)]
-        low_q, median, high_q = statistics.quantiles(ratios, n=4) if rounds > 1 else ratios * 3
-        summary.append(f"{name} {median:.2f}x")
-        print(f"against {label}: {name} {median:.3f}x as fast (quartiles {low_q:.3f}-{high_q:.3f} over {rounds} "
-              f"window pairs; {1 / statistics.median(seconds[1]):.0f} against "
-              f"{1 / statistics.median(seconds[0]):.0f} updates/s)")
-    return summary
+def run_estimate(args: argparse.Namespace, buffer: ReplayBuffer, env, measured: dict[Key, list[float]],
+                 load_s: float) -> None:
+    """The Results set's estimated wall-clock from 1-thread timings: updates, evaluations, a load."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rates = one_thread_rates(args, buffer, env, measured if threads == 1 else {})
+    limit = env.spec.max_episode_steps
+    evals = {}
+    for members in sorted({group.members for group in estimate.RESULTS}):
+        agent = build_agent(("td3_bc", members), buffer, env.action_space.low, env.action_space.high,
+                            tuple(args.hidden))
+        evals[members] = timing = estimate.time_evaluation(agent, env)
+        print(f"evaluation, M={members}, {estimate.EVAL_EPISODES} episodes per member side by side, TD3+BC's "
+              f"actors at init, 1 thread: {timing.seconds:.2f} s ({timing.episode_steps:.0f} steps per episode; "
+              f"setup {timing.setup:.2f} s, then {timing.per_step * 1e3:.3f} ms per env step) -> "
+              f"{timing.full_length(members, limit):.1f} s were every episode {limit:,} steps")
+    torch.set_num_threads(threads)
+    print(f"estimate of the Results set (docs/reproduce.sh's runs as groups of members, one process each, "
+          f"{estimate.LANES} at a time): updates/s as timed at 1 thread (torch.set_num_threads(1)) with one "
+          f"process running; evaluations as timed above at full length; a dataset load ({load_s:.1f} s, as timed "
+          f"above) per process")
+    estimate.print_estimate(rates, evals, load_s, limit)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,49 +164,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=128, help="transitions per update (default: 128)")
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128],
                         help="hidden layer widths of actor and critics (default: 128 128; TD3+BC's paper: 256 256)")
+    parser.add_argument("--members", type=int, nargs="+", default=[1, 3, 6],
+                        help="numbers of members M trained side by side to time the update at (default: 1 3 6)")
     parser.add_argument("--rounds", type=int, default=20,
-                        help="timed windows of about 0.1 s per method, or window pairs with --against (default: 20)")
+                        help="timed windows of about 0.1 s per method and M, or window pairs with --against "
+                             "(default: 20)")
     parser.add_argument("--threads", type=int, default=None,
-                        help=f"torch CPU threads (default: torch's choice, {torch.get_num_threads()} here)")
+                        help=f"torch CPU threads for the update table (default: torch's choice, "
+                             f"{torch.get_num_threads()} here); the estimate always times at 1 thread")
     parser.add_argument("--against", metavar="REV", default=None,
-                        help="instead: this tree's update step against the one of git revision REV "
-                             "(e.g. HEAD~1), in alternating windows in one process")
+                        help="instead: this tree's update step of one run (M = 1) against the one of git revision "
+                             "REV (e.g. HEAD~1), in alternating windows in one process")
     return parser
 
 
-def load_against(parser: argparse.ArgumentParser, rev: str) -> ModuleType:
-    """The td3_agent module of revision `rev`, or a one-line error naming --against."""
-    try:
-        old = load_revision(resolve_revision(rev))
-        old.TD3Agent(2, 1, np.zeros(1), np.ones(1), old.TD3Config(), torch.device("cpu"))
-    except ValueError as error:
-        parser.error(f"--against {rev!r}: {error}")
-    except (TypeError, AttributeError, ImportError) as error:
-        parser.error(f"--against {rev!r}: its TD3Agent cannot be built as TD3Agent(obs_dim, act_dim, low, high, "
-                     f"TD3Config(), device) ({type(error).__name__}); give a later commit")
-    return old
-
-
 def run_benchmark(args: argparse.Namespace, dataset) -> None:
-    """Loading, then the update step of each method, then evaluation: a line each."""
+    """Loading, then the update step of each method and M, then the estimate: a line or table each."""
     buffer, seconds, peaks = bench_loading(dataset)
+    load_s = statistics.median(seconds[1:])
     buffer_mb = buffer.data.numel() * buffer.data.element_size() / 2**20
-    print(f"load: {len(buffer):,} transitions in {statistics.median(seconds[1:]):.2f} s with the file in the page "
+    print(f"load: {len(buffer):,} transitions in {load_s:.2f} s with the file in the page "
           f"cache (median of loads 2-{len(seconds)}; first load {seconds[0]:.2f} s); buffer {buffer_mb:.0f} MB, "
           f"peak extra memory {statistics.median(peaks):.0f} MB system-wide (median of {len(peaks)} loads)")
     env = dataset.recover_environment(eval_env=True)
-    agents = {name: TD3Agent(buffer.obs_dim, buffer.act_dim, env.action_space.low, env.action_space.high,
-                             TD3Config(**overrides, hidden=tuple(args.hidden)), torch.device("cpu"))
-              for name, overrides in METHODS.items()}
-    for name, (update_s, roofline_s) in bench_updates(agents, buffer, args.batch_size, args.rounds).items():
-        gflop = update_gflop(agents[name].cfg, args.batch_size, buffer.obs_dim, buffer.act_dim)
-        print(f"{name}: {1 / statistics.median(update_s):.0f} updates/s; matmul roofline "
-              f"{1 / statistics.median(roofline_s):.0f} updates/s ({gflop:.4f} GFLOP/update as torch.matmul on the "
-              f"same shapes, alone): the matmuls would take "
-              f"{statistics.median(r / u for r, u in zip(roofline_s, update_s)):.0%} of the update's time")
-    eval_s, steps = bench_evaluation(agents["td3_bc"], env)
-    print(f"evaluation: 10 episodes side by side, {steps} env steps in {eval_s:.2f} s ({steps / eval_s:.0f} "
-          f"steps/s; actor: TD3+BC after its benchmark updates)")
+    low, high, hidden = env.action_space.low, env.action_space.high, tuple(args.hidden)
+    agents = {(method, members): build_agent((method, members), buffer, low, high, hidden)
+              for method in METHODS for members in sorted(set(args.members))}
+    print(f"update step, {torch.get_num_threads()} thread(s): median of {args.rounds} rounds of a ~0.1 s window "
+          f"each; M members per update, so member-updates/s = updates/s x M; roofline: the update's matmuls "
+          f"alone as torch.bmm on the same shapes")
+    timed = bench_updates(agents, buffer, args.batch_size, args.rounds)
+    print_updates(timed, args.batch_size, buffer.obs_dim, buffer.act_dim, hidden)
+    run_estimate(args, buffer, env, {key: update_s for key, (update_s, _) in timed.items()}, load_s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,11 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     given = {"batch_size": [args.batch_size], "rounds": [args.rounds], "hidden": args.hidden,
-             "threads": [] if args.threads is None else [args.threads]}
+             "members": args.members, "threads": [] if args.threads is None else [args.threads]}
     for flag, values in given.items():
         if values and min(values) < 1:
             parser.error(f"--{flag} {' '.join(map(str, values))}: give 1 or more")
-    old = load_against(parser, args.against) if args.against is not None else None
+    try:
+        old = load_against(args.against) if args.against is not None else None
+    except ValueError as error:
+        parser.error(f"--against {args.against!r}: {error}")
     try:
         dataset = load_dataset(args.dataset)
     except DatasetError as error:
@@ -295,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     buffer = dataset_to_buffer(dataset, torch.device("cpu"))
     space = dataset.action_space
-    summary = bench_against(old, args.against, buffer, space.low, space.high, args.batch_size,
+    summary = bench_against(old, args.against, METHODS, buffer, space.low, space.high, args.batch_size,
                             tuple(args.hidden), args.rounds)
     print(f"summary: this tree against {args.against}: {'; '.join(summary)}")
     return 0

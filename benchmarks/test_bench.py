@@ -1,15 +1,19 @@
-"""bench.py: its matmul count is the one torch counts in a real update, its roofline computes
-those products, and --against reads its value as a git revision only."""
+"""bench.py: its matmul count is the one torch counts in a real update of M members, its roofline
+computes those products, it prints a row per method and M and the Results set's estimate, and
+--against reads its value as a git revision only and times either API."""
 import importlib.util
 import os
 import subprocess
+from types import SimpleNamespace
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import bench
+import estimate
 import roofline
 from td3_agent import TD3Agent, TD3Config
 
@@ -33,28 +37,65 @@ def error_line(capsys, argv: list[str]) -> str:
     return capsys.readouterr().err.splitlines()[-1]
 
 
+@pytest.mark.parametrize("members", [1, 3])
 @pytest.mark.parametrize("method", bench.METHODS)
-def test_update_matmul_flops_are_the_ones_torch_counts_in_an_update(method):
+def test_update_matmul_flops_are_the_ones_torch_counts_in_an_update(method, members):
     cfg, batch = TD3Config(**bench.METHODS[method]), 32
-    agent = TD3Agent(11, 3, -np.ones(3), np.ones(3), cfg, torch.device("cpu"))
-    data = (torch.randn(batch, 11), torch.rand(batch, 3) * 2 - 1, torch.randn(batch), torch.randn(batch, 11),
-            torch.ones(batch))
+    agent = TD3Agent(11, 3, -np.ones(3), np.ones(3), [cfg] * members, list(range(members)), torch.device("cpu"))
+    data = (torch.randn(members, batch, 11), torch.rand(members, batch, 3) * 2 - 1, torch.randn(members, batch),
+            torch.randn(members, batch, 11), torch.ones(members, batch))
     with FlopCounterMode(display=False) as counter:
         for _ in range(cfg.policy_delay):  # the last one steps the actor too
             agent.update(*data)
-    every, actor_step = roofline.update_matmuls(cfg, batch, obs_dim=11, act_dim=3)
+    every, actor_step = roofline.update_matmuls(cfg, batch, obs_dim=11, act_dim=3, members=members)
     assert counter.get_total_flops() == cfg.policy_delay * roofline.flops(every) + roofline.flops(actor_step)
 
 
 def test_roofline_calls_compute_the_products_they_stand_for():
-    shapes = [(32, 14, 16), (16, 32, 14), (32, 16, 1), (32, 14, 16)]
+    shapes = [(2, 32, 14, 16), (6, 16, 32, 14), (2, 32, 16, 1), (2, 32, 14, 16)]
     calls = roofline.roofline_calls(shapes)
     with FlopCounterMode(display=False) as counter:
         products = [call() for call in calls]
     assert counter.get_total_flops() == roofline.flops(shapes)
-    for call, product, (m, k, n) in zip(calls, products, shapes, strict=True):
-        assert product.shape == (m, n)
+    for call, product, (s, m, k, n) in zip(calls, products, shapes, strict=True):
+        assert product.shape == (s, m, n)
         torch.testing.assert_close(product, call.args[0] @ call.args[1])
+
+
+def test_the_results_set_evaluates_every_10k_updates_and_the_sweep_every_5k():
+    assert [group.evaluations() for group in estimate.RESULTS] == [10, 10, 10, 10, 6]
+    assert [group.members for group in estimate.RESULTS] == [3, 3, 3, 3, 4]
+
+
+def test_schedule_puts_the_longest_group_first_on_the_lane_that_frees_first():
+    placed = estimate.schedule([2, 3, 2, 3, 2])
+    assert placed == [(0, 3), (0, 0), (1, 3), (1, 0), (0, 5)]
+    assert estimate.wall_clock([2, 3, 2, 3, 2]) == 7
+
+
+def test_evaluation_timing_counts_the_env_steps_the_episodes_took():
+    env = gym.make("Hopper-v5")
+    full_throttle = SimpleNamespace(members=2, act=lambda obs: np.ones(obs.shape[:2] + (3,)))
+    _, _, steps = estimate.evaluate_once(full_throttle, env)
+    expected = 0
+    for seed in [m + i for m in range(2) for i in range(estimate.EVAL_EPISODES)]:  # evaluate's seeds
+        copy, done = gym.make(env.spec), False
+        copy.reset(seed=seed)
+        while not done:
+            _, _, terminated, truncated, _ = copy.step(np.ones(3))
+            expected, done = expected + 1, terminated or truncated
+    assert steps == expected
+
+
+def test_benchmark_prints_a_row_per_method_and_members_and_the_estimate(tiny_dataset, capsys):
+    assert bench.main([*TINY, "--threads", "1", "--members", "1", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in out if line.split()[:1] and line.split()[0] in bench.METHODS]
+    assert [(row[0], int(row[1])) for row in rows] == [(m, n) for m in bench.METHODS for n in (1, 2)]
+    for row in rows:  # member-updates/s = updates/s x M, up to the rounding of updates/s
+        assert abs(int(row[3]) - int(row[2]) * int(row[1])) <= int(row[1])
+    assert sum(line.startswith(group.label) for line in out for group in estimate.RESULTS) == len(estimate.RESULTS)
+    assert sum(line.startswith("estimated wall-clock of the Results set: ") for line in out) == 1
 
 
 @needs_git
@@ -87,7 +128,20 @@ def test_against_head_prints_one_ratio_per_method(tiny_dataset, capsys):
     assert bench.main(["--against", "HEAD", *TINY]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("against HEAD: ")]
     assert [line.split()[2] for line in lines] == list(bench.METHODS)
-    assert all("x as fast (quartiles " in line for line in lines)
+    assert all("x as fast at M = 1 (quartiles " in line for line in lines)
+
+
+SINGLE = "53b1660"  # the last revision before members: TD3Agent(..., config, device), (B, ...) batches
+has_single = in_git and subprocess.run(["git", "-C", bench.REPO, "cat-file", "-e",
+                                        f"{SINGLE}^{{commit}}"]).returncode == 0
+
+
+@pytest.mark.skipif(not has_single, reason=f"needs commit {SINGLE} in the git history")
+def test_against_the_last_single_run_revision_times_every_method(tiny_dataset, capsys):
+    assert bench.main(["--against", SINGLE, *TINY]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"against {SINGLE}: ")]
+    assert [line.split()[2] for line in lines] == list(bench.METHODS)
+    assert all("x as fast at M = 1" in line for line in lines)
 
 
 OLD = "062c77b"  # the oneDNN MLP, and a TD3Config without cql_uniform_only
