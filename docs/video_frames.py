@@ -1,47 +1,32 @@
 """A strip of frames of each run's final policy, one row per run, for the README.
 
-    MINARI_DATASETS_PATH=../shared/minari python docs/video_frames.py RUN_DIR [RUN_DIR ...] --out docs/hopper_frames.png
+    python docs/video_frames.py RUN_DIR [RUN_DIR ...] --out docs/hopper_frames.png
 
-For each run it loads actor.pt (the final policy), records the deterministic episode that
-runner.py's end-of-run video shows (same environment seed) into RUN_DIR/videos/final.mp4, with
-the camera that follows the hopper, and draws that video every --every_s seconds (run label on
-the left). Once the episode has ended (the hopper fell), the row is blank from there on.
+For each run it reads the run's own last evaluation video (RUN_DIR/videos/step<N>.mp4, the largest N:
+runner.py records one at the end of every run) and draws it every --every_s seconds, the run's label
+on the left. Once the episode has ended (the hopper fell), the row is blank from there on.
 """
 import argparse
 import json
 import os
 import sys
 
-if "DISPLAY" not in os.environ:  # headless: MuJoCo renders through EGL
-    os.environ.setdefault("MUJOCO_GL", "egl")
-
 import imageio.v3 as iio
 import matplotlib
-import torch
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo's modules
-from networks import Actor  # noqa: E402
-from utils import EVAL_SEED_OFFSET, evaluation_env, load_dataset, record_video  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
 
-def record_final(run_dir: str, meta: dict) -> str:
-    """Record the run's final policy (actor.pt) into RUN_DIR/videos/final.mp4; returns the path."""
-    flags = meta["flags"]
-    env = evaluation_env(load_dataset(flags["dataset"]))
-    state = torch.load(os.path.join(run_dir, "actor.pt"), map_location="cpu", weights_only=True)
-    low, high = (torch.as_tensor(b, dtype=torch.float32) for b in (env.action_space.low, env.action_space.high))
-    actor = Actor(env.observation_space.shape[0], env.action_space.shape[0], low, high, tuple(flags["hidden"]))
-    actor.load_state_dict(state)
-
-    @torch.no_grad()
-    def policy(obs):
-        return actor(torch.as_tensor(obs, dtype=torch.float32)).numpy()
-    path = os.path.join(run_dir, "videos", "final.mp4")
-    record_video(policy, env, path, seed=flags["seed"] + EVAL_SEED_OFFSET)  # as runner.py's videos
-    return path
+def last_video(run_dir: str) -> str:
+    """The run's video of the largest step, or exit with one line if it has none."""
+    folder = os.path.join(run_dir, "videos")
+    steps = sorted(int(name[4:-4]) for name in (os.listdir(folder) if os.path.isdir(folder) else [])
+                   if name.startswith("step") and name.endswith(".mp4") and name[4:-4].isdigit())
+    if not steps:
+        sys.exit(f"video_frames.py: error: {run_dir} has no videos/step<N>.mp4; runner.py records one at the end "
+                 f"of a run unless --video_every 0 was given")
+    return os.path.join(folder, f"step{steps[-1]}.mp4")
 
 
 def run_label(meta: dict) -> str:
@@ -62,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     for row, run_dir in enumerate(args.run_dirs):
         with open(os.path.join(run_dir, "config.json")) as f:
             meta = json.load(f)
-        path = record_final(run_dir, meta)
+        path = last_video(run_dir)
         fps = iio.immeta(path, plugin="FFMPEG")["fps"]
         frames = list(iio.imiter(path, plugin="FFMPEG"))
         for col, ax in enumerate(axes[row]):
