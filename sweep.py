@@ -64,8 +64,8 @@ def begun_runs(runs: list[dict]) -> dict[int, str]:
     """Which of these runs already have a folder in their results_dir (index -> folder): a retried group's."""
     found = {}
     for i, run in enumerate(runs):
-        wanted = {k: v for k, v in flags.flat(config.parse(config.command_line(run))[0]).items()
-                  if k not in ("resume", "seeds")}
+        wanted = json.loads(json.dumps({k: v for k, v in flags.flat(config.parse(config.command_line(run))[0]).items()
+                                        if k not in ("resume", "seeds")}))  # as config.json holds them
         parent = run["results_dir"]
         for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
             path = os.path.join(parent, name, "config.json")
@@ -85,9 +85,8 @@ def run_group(runs: list[dict]) -> int:
     import runner  # torch and MuJoCo load in the process that trains, not in the launcher
     begun, status = begun_runs(runs), 0
     by_step: dict[int, list[str]] = {}
-    for i, run_dir in begun.items():
-        checkpoint = os.path.join(run_dir, "checkpoint.pt")
-        if os.path.isfile(checkpoint):
+    for i, run_dir in list(begun.items()):
+        if os.path.isfile(os.path.join(run_dir, "checkpoint.pt")):
             step = int(runner.run_folder.read_checkpoint(run_dir)["step"])
             by_step.setdefault(step, []).append(run_dir)
         else:

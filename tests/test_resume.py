@@ -42,33 +42,34 @@ def resume_error(capsys, *argv: str) -> str:
     return err
 
 
-def test_sigterm_then_resume_writes_the_same_rows_as_an_uninterrupted_run(tiny_dataset, tmp_path):
-    run_flags = ["--total_steps", "1200", "--eval_every", "200", "--bc_weight", "1", "--cql_alpha", "1"]
+def test_sigterm_then_resume_writes_the_same_rows_as_an_uninterrupted_run_for_every_member(tiny_dataset, tmp_path):
+    run_flags = ["--total_steps", "1200", "--eval_every", "200", "--bc_weight", "1", "--cql_alpha", "1",
+                 "--seeds", "0", "1"]  # two runs side by side, stopped and resumed together
     whole = run_cli(*run_flags, "--results_dir", str(tmp_path / "whole"))
     assert whole.wait(timeout=300) == 0, whole.stderr.read()
 
     cut = run_cli(*run_flags, "--results_dir", str(tmp_path / "cut"))
-    csv_path = None
-    while csv_path is None or not os.path.exists(csv_path):  # wait for the first evaluation
+    csv_paths = None
+    while csv_paths is None or not all(os.path.exists(path) for path in csv_paths):  # the first evaluation
         time.sleep(0.05)
-        runs = os.listdir(tmp_path / "cut") if (tmp_path / "cut").exists() else []
-        csv_path = os.path.join(tmp_path / "cut", runs[0], "progress.csv") if runs else None
-        assert cut.poll() is None, "the run ended before it could be interrupted"
+        runs = sorted(os.listdir(tmp_path / "cut")) if (tmp_path / "cut").exists() else []
+        csv_paths = [os.path.join(tmp_path / "cut", run, "progress.csv") for run in runs] if len(runs) == 2 else None
+        assert cut.poll() is None, "the runs ended before they could be interrupted"
     cut.send_signal(signal.SIGTERM)
     assert cut.wait(timeout=60) == 130
     assert "--resume" in cut.stderr.read()
-    run_dir = os.path.dirname(csv_path)
-    interrupted_rows = read_csv(csv_path)
-    assert 1 <= len(interrupted_rows) < 6
+    run_dirs = [os.path.dirname(path) for path in csv_paths]
+    assert all(1 <= len(read_csv(path)) < 6 for path in csv_paths)
 
-    resumed = run_cli("--resume", run_dir)
+    resumed = run_cli("--resume", *run_dirs)
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
-    expected = read_csv(os.path.join(only_run(tmp_path / "whole"), "progress.csv"))
-    got = read_csv(csv_path)
-    assert len(got) == len(expected) == 6
-    for mine, theirs in zip(got, expected):
-        mine.pop("time_s"), theirs.pop("time_s")
-        assert mine == theirs
+    for path, whole_run in zip(csv_paths, sorted(os.listdir(tmp_path / "whole"))):
+        expected = read_csv(os.path.join(tmp_path / "whole", whole_run, "progress.csv"))
+        got = read_csv(path)
+        assert len(got) == len(expected) == 6
+        for mine, theirs in zip(got, expected):
+            mine.pop("time_s"), theirs.pop("time_s")
+            assert mine == theirs
 
 
 def test_resume_with_a_larger_total_steps_says_where_it_starts_and_records_the_new_length(tiny_dataset, tmp_path,
