@@ -64,8 +64,8 @@ def begun_runs(runs: list[dict]) -> dict[int, str]:
     """Which of these runs already have a folder in their results_dir (index -> folder): a retried group's."""
     found = {}
     for i, run in enumerate(runs):
-        wanted = {k: v for k, v in flags.flat(config.parse(config.command_line(run))[0]).items()
-                  if k not in ("resume", "seeds")}
+        wanted = json.loads(json.dumps({k: v for k, v in flags.flat(config.parse(config.command_line(run))[0]).items()
+                                        if k not in ("resume", "seeds")}))  # as config.json holds them: lists
         parent = run["results_dir"]
         for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
             path = os.path.join(parent, name, "config.json")

@@ -31,3 +31,13 @@ def test_bad_runner_flag_is_refused_before_any_run(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "--cql_alpha" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+def test_a_retried_group_finds_its_begun_run_when_a_flag_is_a_list(tiny_dataset, tmp_path):
+    # config.json holds --hidden 32 32 as a JSON list; the run's flags hold a tuple
+    results = tmp_path / "results"
+    run = {"total_steps": 20, "eval_every": 10, "results_dir": str(results), "dataset": DATASET_ID,
+           "batch_size": 32, "hidden": [32, 32], "eval_episodes": 1, "device": "cpu", "video_every": 0, "seed": 0}
+    assert sweep.run_group([run]) == 0
+    (run_dir,) = results.iterdir()
+    assert sweep.begun_runs([run]) == {0: str(run_dir)}
