@@ -157,7 +157,7 @@ def start(cfgs: list[RunConfig], held: contextlib.ExitStack) -> Group:
     group, dataset = build(cfgs)
     ref_min, ref_max = reference_scores(dataset)
     for run in group.runs:
-        meta = {"flags": {k: v for k, v in flags.flat(run.cfg).items() if k not in ("resume", "seeds")},
+        meta = {"flags": {k: v for k, v in flags.flat(run.cfg).items() if k not in config.NOT_RECORDED},
                 "config": config.config_name(run.cfg), "device": str(group.agent.device),
                 "dataset_transitions": len(group.buffer), "ref_min_score": ref_min, "ref_max_score": ref_max}
         run.dir, lock = run_folder.create(run.cfg, meta)
@@ -363,11 +363,23 @@ def run(cfgs: list[RunConfig] | None, given: dict) -> int:
         return train(group) if group else 0
 
 
+def run_on_ray(cfg: RunConfig, given: dict) -> int:
+    """--ray: the one run, or --seeds' runs side by side, as one task on a Ray cluster (sweep.run_on_ray)."""
+    import sweep  # Ray is imported there, and only when asked for
+    run = {k: v for k, v in given.items() if k not in config.NOT_RECORDED} | {"results_dir": cfg.results_dir}
+    return sweep.run_on_ray([[run | {"seed": seed} for seed in cfg.seeds or [cfg.seed]]], cfg.ray, "runner.py")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse the flags, then train one run, --seeds' runs side by side, or --resume's; returns the exit status."""
+    """Parse the flags, then train one run, --seeds' runs side by side, or --resume's; returns the exit status.
+
+    With --ray the runs train as a task on a Ray cluster instead of in this process.
+    """
     cfg, given = config.parse(argv)
     if cfg.resume:
-        return run(None, given)
+        return run(None, given)  # --ray beside --resume is refused there, as every flag but --total_steps
+    if cfg.ray:
+        return run_on_ray(cfg, given)
     return run([dataclasses.replace(cfg, seed=seed, seeds=None) for seed in cfg.seeds or [cfg.seed]], given)
 
 
