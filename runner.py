@@ -367,7 +367,8 @@ def run_on_ray(cfg: RunConfig, given: dict) -> int:
     """--ray: the one run, or --seeds' runs side by side, as one task on a Ray cluster (sweep.run_on_ray)."""
     import sweep  # Ray is imported there, and only when asked for
     run = {k: v for k, v in given.items() if k not in config.NOT_RECORDED} | {"results_dir": cfg.results_dir}
-    return sweep.run_on_ray([[run | {"seed": seed} for seed in cfg.seeds or [cfg.seed]]], cfg.ray, "runner.py")
+    ray = sweep.connect_ray(cfg.ray, "runner.py")
+    return sweep.run_on_ray(ray, [[run | {"seed": seed} for seed in cfg.seeds or [cfg.seed]]], "runner.py")
 
 
 def main(argv: list[str] | None = None) -> int:

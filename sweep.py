@@ -221,12 +221,10 @@ def ray_group(runs: list[dict], older: frozenset[str]) -> tuple[int, list[str]]:
     return status, lines
 
 
-def run_on_ray(groups: list[list[dict]], address: str, prog: str) -> int:
-    """Each group as a task on a Ray cluster, sized by its --threads (1 if not given); returns the worst status.
-
-    A progress bar counts the runs, with one line per finished run. Every run needs its results_dir.
+def run_on_ray(ray, groups: list[list[dict]], prog: str) -> int:
+    """Each group as a task on the Ray cluster (connect_ray), of its --threads CPUs (1 if not given); returns
+    the worst status. A progress bar counts the runs, with one line per finished run.
     """
-    ray = connect_ray(address, prog)
     groups = [[{"threads": 1} | run | {"results_dir": os.path.abspath(run["results_dir"])} for run in group]
               for group in groups]
     folders = sorted({run["results_dir"] for group in groups for run in group})
@@ -304,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep = flags.build(SweepConfig, vars(values))
     _, given = config.parse(passthrough)  # a bad runner flag fails here, once, not in every run
     config.check_results_dir(sweep.results_dir)
+    ray = connect_ray(sweep.ray, "sweep.py") if sweep.ray else None
     sweep_dir = os.path.join(sweep.results_dir, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         os.makedirs(sweep_dir)
@@ -313,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     common = given | {"total_steps": sweep.total_steps, "eval_every": sweep.eval_every, "results_dir": sweep_dir}
     runs = [common | {"bc_weight": w, "seed": s} for w in sweep.bc_weight for s in sweep.seeds]
     groups = plan(runs, sweep.members, sweep.workers)
-    status = run_on_ray(groups, sweep.ray, "sweep.py") if sweep.ray else run_processes(groups, sweep.workers)
+    status = run_on_ray(ray, groups, "sweep.py") if ray else run_processes(groups, sweep.workers)
     table = summarise(last_rows(sweep_dir), sweep.bc_weight)
     with open(os.path.join(sweep_dir, "sweep.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, TABLE_COLUMNS)
