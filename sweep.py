@@ -161,11 +161,16 @@ def connect_ray(address: str, prog: str):
         import ray
     except ImportError:
         raise error(prog, "--ray needs Ray: pip install -r requirements-ray.txt") from None
-    if not ray.is_initialized():
-        if address == "local":
-            ray.init(num_cpus=os.cpu_count())
-        else:
-            ray.init(address=address)
+    if ray.is_initialized():
+        return ray
+    if address == "local":
+        ray.init(num_cpus=os.cpu_count())
+        return ray
+    try:
+        ray.init(address=address)
+    except ConnectionError:
+        raise error(prog, f"--ray {address}: no Ray cluster found there; start one with `ray start --head`, "
+                          f"or use --ray local") from None
     return ray
 
 
