@@ -21,7 +21,14 @@ EXAMPLES = """examples:
   python runner.py --agent td3 --total_steps 100000 --bc_weight 10  # TD3+BC (Problem 1.3)
   python runner.py --agent td3 --total_steps 100000 --cql_alpha 5   # TD3+CQL (Problem 2.1)
   python runner.py --cql_alpha 5 --seeds 0 1 2                      # three seeds side by side, one process
+  python runner.py --cql_alpha 5 --seeds 0 1 2 --ray auto           # the same as one task on a Ray cluster
   python runner.py --resume results/<run>/                          # continue a run from its checkpoint"""
+
+
+RAY_HELP = ("train on Ray (pip install -r requirements-ray.txt): 'local' starts a cluster of this machine's "
+            "cores, 'auto' joins the one `ray start --head` made, an ADDRESS (host:6379) that one; each group of "
+            "runs trained side by side is one Ray task of --threads CPUs (1 if not given), retried from its "
+            "checkpoints if its worker dies. --results_dir must be on storage every node sees")
 
 
 @dataclass
@@ -35,6 +42,7 @@ class RunConfig:
                                                "networks.py), e.g. --seeds 0 1 2", low=0,
                                          unset="off, --seed alone", label=False)
     threads: int = flag(0, "torch CPU threads; 0 = torch's default, one per core", low=0, label=False)
+    ray: str | None = flag(None, RAY_HELP, unset="off, in this process", label=False, metavar="local|auto|ADDRESS")
     eval_every: int = flag(10_000, "steps between evaluations", low=1)
     eval_episodes: int = flag(10, "episodes per evaluation", low=1)
     log_every: int = flag(1000, "updates per train.csv row, each metric averaged over them", low=1, label=False)
@@ -92,6 +100,10 @@ def config_name(config: RunConfig) -> str:
     return "_".join(parts).replace("/", "-")
 
 
+# Flags that say how this command runs, not what a run is: left out of config.json, and runs
+# trained side by side may differ in them.
+NOT_RECORDED = ("resume", "seeds", "ray")
+
 # Flags that may differ between runs trained side by side in one process (members, networks.py):
 # the seed, where the run is written, and the plain loss weights of td3_agent.MEMBER_FIELDS.
 MEMBER_FLAGS = ("seed", "results_dir", *MEMBER_FIELDS)
@@ -100,7 +112,7 @@ MEMBER_FLAGS = ("seed", "results_dir", *MEMBER_FIELDS)
 def member_key(config: RunConfig) -> tuple:
     """What runs trained side by side must share: every flag but MEMBER_FLAGS (td3_agent.member_key)."""
     values = flags.flat(config)
-    return (tuple(v for k, v in values.items() if k not in MEMBER_FLAGS + ("seeds", "resume"))
+    return (tuple(v for k, v in values.items() if k not in MEMBER_FLAGS + NOT_RECORDED)
             + member_key_td3(config.td3))
 
 

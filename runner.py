@@ -157,7 +157,7 @@ def start(cfgs: list[RunConfig], held: contextlib.ExitStack) -> Group:
     group, dataset = build(cfgs)
     ref_min, ref_max = reference_scores(dataset)
     for run in group.runs:
-        meta = {"flags": {k: v for k, v in flags.flat(run.cfg).items() if k not in ("resume", "seeds")},
+        meta = {"flags": {k: v for k, v in flags.flat(run.cfg).items() if k not in config.NOT_RECORDED},
                 "config": config.config_name(run.cfg), "device": str(group.agent.device),
                 "dataset_transitions": len(group.buffer), "ref_min_score": ref_min, "ref_max_score": ref_max}
         run.dir, lock = run_folder.create(run.cfg, meta)
@@ -236,8 +236,8 @@ def save_video(group: Group, m: int) -> None:
     try:
         frames = record_video(policy, group.env, path, seed=run.cfg.seed + EVAL_SEED_OFFSET)
     except Exception as err:  # rendering depends on the machine's GL; training must go on without it
-        print(f"runner.py: warning: no video at step {group.step} ({reason(err)}); training goes on",
-              file=sys.stderr)
+        tqdm.write(f"runner.py: warning: no video at step {group.step} ({reason(err)}); training goes on",
+                   file=sys.stderr)
         return
     tqdm.write(f"video: {path} ({frames} frames)")
 
@@ -314,13 +314,13 @@ def training_loop(group: Group, bar: tqdm) -> int:
             group.elapsed = time.perf_counter() - clock_start
             save_checkpoints(group)
             dirs = " ".join(run.dir for _, run in group.running())
-            print(f"runner.py: interrupted at step {group.step}; resume with: python runner.py --resume {dirs}",
-                  file=sys.stderr)
+            tqdm.write(f"runner.py: interrupted at step {group.step}; resume with: python runner.py --resume {dirs}",
+                       file=sys.stderr)
             return 130
     for run in group.runs:
         if not run.stopped:
-            print(f"finished {run.dir}: final return {run.last_return:.0f}, best {run.best_return:.0f} "
-                  f"at step {run.best_step}")
+            tqdm.write(f"finished {run.dir}: final return {run.last_return:.0f}, best {run.best_return:.0f} "
+                       f"at step {run.best_step}")
     return 1 if any(run.stopped for run in group.runs) else 0
 
 
@@ -364,11 +364,24 @@ def run(cfgs: list[RunConfig] | None, given: dict) -> int:
         return train(group) if group else 0
 
 
+def run_on_ray(cfg: RunConfig, given: dict) -> int:
+    """--ray: the one run, or --seeds' runs side by side, as one task on a Ray cluster (sweep.run_on_ray)."""
+    import sweep  # Ray is imported there, and only when asked for
+    run = {k: v for k, v in given.items() if k not in config.NOT_RECORDED} | {"results_dir": cfg.results_dir}
+    ray = sweep.connect_ray(cfg.ray, "runner.py")
+    return sweep.run_on_ray(ray, [[run | {"seed": seed} for seed in cfg.seeds or [cfg.seed]]], "runner.py")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse the flags, then train one run, --seeds' runs side by side, or --resume's; returns the exit status."""
+    """Parse the flags, then train one run, --seeds' runs side by side, or --resume's; returns the exit status.
+
+    With --ray the runs train as a task on a Ray cluster instead of in this process.
+    """
     cfg, given = config.parse(argv)
     if cfg.resume:
-        return run(None, given)
+        return run(None, given)  # --ray beside --resume is refused there, as every flag but --total_steps
+    if cfg.ray:
+        return run_on_ray(cfg, given)
     return run([dataclasses.replace(cfg, seed=seed, seeds=None) for seed in cfg.seeds or [cfg.seed]], given)
 
 

@@ -1,7 +1,7 @@
 """The run folders runner.py writes, as data: read, grouped into configurations, summarised over seeds.
 
 Every folder below a results folder holding a config.json or progress.csv is one run. Runs whose
-flags differ only in seed, seeds, threads, device, results_dir, resume, video_every or
+flags differ only in seed, seeds, threads, ray, device, results_dir, resume, video_every or
 log_every are seeds of one group (configuration). The summary gives each group's final and best
 return as the interquartile mean (IQM) over seeds with a 95% percentile-bootstrap interval, as
 rliable defines them, and a normalized score. Reads only CSV and JSON files; plot.py draws them.
@@ -19,7 +19,7 @@ from scipy import stats
 
 # Flags that change neither what is learned nor how it is measured: runs differing only here are seeds.
 # They are config.py's label=False flags but `agent` (tests/test_summary.py holds the two together).
-NOT_IN_GROUP_KEY = frozenset({"seed", "seeds", "threads", "device", "results_dir", "resume",
+NOT_IN_GROUP_KEY = frozenset({"seed", "seeds", "threads", "ray", "device", "results_dir", "resume",
                               "video_every", "log_every"})
 D4RL_HOPPER = (-20.272305, 3234.3)  # D4RL's hopper random and expert returns: the proxy when config.json has none
 BOOTSTRAP_RESAMPLES = 2000

@@ -2,10 +2,12 @@
 
     python sweep.py --bc_weight 0.1 1 10 100
     python sweep.py --bc_weight 1 10 auto --seeds 0 1 --total_steps 50000 --workers 2
+    python sweep.py --bc_weight 0.1 1 10 100 --seeds 0 1 2 --members 3 --ray auto
 
 Each (value, seed) is one runner.py run, all in results/sweep-<time>/. Runs that may train side by
 side (config.member_key: every numeric value with every seed) do, as the members of one agent in
-one process (networks.py): --members runs per process, --workers processes at a time. Then
+one process (networks.py): --members runs per process, --workers processes at a time; or with --ray
+each group is a task on a Ray cluster, as many at a time as its CPUs hold. Then
 sweep.csv there holds, per value, the final evaluation return, the final BC distance
 E||a - mu(s)||^2 and the Q over-estimation (final dataset Q minus the Monte-Carlo return of the
 same pairs), and the same table is printed. `python plot.py results/sweep-<time>/` draws the runs.
@@ -22,12 +24,16 @@ import sys
 import time
 from dataclasses import dataclass
 
+from tqdm import tqdm
+
 import numpy as np
 
 import config
 import flags
 from flags import flag
 
+RAY_RETRIES = 3  # times a group whose Ray worker died is run again, each time from its checkpoints
+REPO = os.path.dirname(os.path.abspath(__file__))  # Ray workers import the repo's modules from here
 TABLE_COLUMNS = ["bc_weight", "seeds", "final_return_mean", "final_return_std", "bc_distance",
                  "dataset_q", "mc_return", "q_overestimation"]
 
@@ -41,10 +47,12 @@ class SweepConfig:
     total_steps: int = flag(30_000, "gradient updates per run; smaller than a full run to keep the sweep short",
                             low=1)
     eval_every: int = flag(5_000, "steps between evaluations", low=1)
-    workers: int = flag(1, "processes at a time, each on cores/workers threads unless --threads is given", low=1)
+    workers: int = flag(1, "processes at a time, each on cores/workers threads unless --threads is given; with "
+                           "--ray, the tasks each set of compatible runs is split into", low=1)
     members: int = flag(0, "runs trained side by side per process; 0 = as many as fill --workers processes",
                         low=0)
     results_dir: str = flag("results", "parent of the sweep folder", metavar="DIR")
+    ray: str | None = flag(None, config.RAY_HELP, unset="off, local processes", metavar="local|auto|ADDRESS")
 
 
 def plan(runs: list[dict], members: int, workers: int) -> list[list[dict]]:
@@ -60,30 +68,33 @@ def plan(runs: list[dict], members: int, workers: int) -> list[list[dict]]:
     return groups
 
 
-def begun_runs(runs: list[dict]) -> dict[int, str]:
-    """Which of these runs already have a folder in their results_dir (index -> folder): a retried group's."""
+def begun_runs(runs: list[dict], older: frozenset[str] = frozenset()) -> dict[int, str]:
+    """Which of these runs already have a folder in their results_dir (index -> folder): a retried group's.
+
+    Folders named in `older` (there before the runs were submitted) belong to other runs with the same flags.
+    """
     found = {}
     for i, run in enumerate(runs):
         wanted = json.loads(json.dumps({k: v for k, v in flags.flat(config.parse(config.command_line(run))[0]).items()
-                                        if k not in ("resume", "seeds")}))  # as config.json holds them
+                                        if k not in config.NOT_RECORDED}))  # as config.json holds them: lists
         parent = run["results_dir"]
         for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
             path = os.path.join(parent, name, "config.json")
-            if os.path.isfile(path):
+            if os.path.isfile(path) and os.path.dirname(path) not in older:
                 with open(path) as f:
                     if json.load(f).get("flags") == wanted:
                         found[i] = os.path.dirname(path)
     return found
 
 
-def run_group(runs: list[dict]) -> int:
+def run_group(runs: list[dict], older: frozenset[str] = frozenset()) -> int:
     """Train runs side by side in this process; returns the worst exit status.
 
     Runs that a killed process already began continue: from their checkpoint with --resume, or
     from step 0 if it wrote none (their folder, holding nothing to continue from, is removed).
     """
     import runner  # torch and MuJoCo load in the process that trains, not in the launcher
-    begun, status = begun_runs(runs), 0
+    begun, status = begun_runs(runs, older), 0
     by_step: dict[int, list[str]] = {}
     for i, run_dir in list(begun.items()):
         if os.path.isfile(os.path.join(run_dir, "checkpoint.pt")):
@@ -131,6 +142,115 @@ def run_processes(groups: list[list[dict]], workers: int) -> int:
             if child.exitcode is not None:
                 del running[slot]
                 worst = max(worst, child.exitcode if child.exitcode >= 0 else 128 - child.exitcode)  # -N: signal N
+    return worst
+
+
+def error(prog: str, message: str) -> SystemExit:
+    """A one-line error with exit status 2 (raise the result)."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
+def connect_ray(address: str, prog: str):
+    """Import Ray and join the cluster: 'local' starts one of this machine's cores, else ray.init(address).
+
+    A driver already connected (the tests, a notebook) keeps its cluster. Returns the ray module.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise error(prog, "--ray needs Ray: pip install -r requirements-ray.txt") from None
+    if ray.is_initialized():
+        return ray
+    if address == "local":
+        ray.init(num_cpus=os.cpu_count())
+        return ray
+    try:
+        ray.init(address=address)
+    except ConnectionError:
+        raise error(prog, f"--ray {address}: no Ray cluster found there; start one with `ray start --head`, "
+                          f"or use --ray local") from None
+    return ray
+
+
+def worker_env() -> dict:
+    """What a Ray worker needs of this process: the repo's modules, the datasets' folder, no progress bars."""
+    env = {"PYTHONPATH": REPO, "TQDM_DISABLE": "1"}
+    if "MINARI_DATASETS_PATH" in os.environ:
+        env["MINARI_DATASETS_PATH"] = os.environ["MINARI_DATASETS_PATH"]
+    return {"env_vars": env}
+
+
+def write_probe(path: str) -> str | None:
+    """In a Ray worker: write the file at path (and its folder); None, or why it could not."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write("written by a Ray worker to check that every node sees this folder\n")
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
+
+
+def check_shared_folder(ray, folder: str, prog: str) -> None:
+    """A worker on every node writes a probe file in folder, which this machine must then see; else one line."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    probe = ray.remote(num_cpus=0, max_retries=0, runtime_env=worker_env())(write_probe)
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    paths = [os.path.join(folder, f".ray-probe-{node['NodeID'][:16]}") for node in nodes]
+    problems = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                        .remote(path) for node, path in zip(nodes, paths)])
+    for node, path, problem in zip(nodes, paths, problems):
+        where = f"--results_dir: a Ray worker on node {node['NodeManagerAddress']}"
+        if problem:
+            raise error(prog, f"{where} cannot write {folder} ({problem}); give a folder on storage every node sees")
+        if not os.path.isfile(path):
+            raise error(prog, f"{where} wrote {path} but this machine does not see it; give a folder on storage "
+                              f"every node sees")
+        os.remove(path)
+
+
+def ray_group(runs: list[dict], older: frozenset[str]) -> tuple[int, list[str]]:
+    """A Ray task: one group (run_group, which resumes what a dead worker began); its status and a line per run."""
+    try:
+        status = run_group(runs, older)
+    except SystemExit as stop:  # runner's one-line errors: a failure to report, not a dead worker to retry
+        status = stop.code if isinstance(stop.code, int) else 1
+    lines = []
+    for run_dir in begun_runs(runs, older).values():
+        with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
+            last = list(csv.DictReader(f))[-1:]
+        lines += [f"{run_dir}: step {last[0]['step']}, final return {float(last[0]['eval_return_mean']):.0f}"
+                  if last else f"{run_dir}: no evaluation"]
+    return status, lines
+
+
+def run_on_ray(ray, groups: list[list[dict]], prog: str) -> int:
+    """Each group as a task on the Ray cluster (connect_ray), of its --threads CPUs (1 if not given); returns
+    the worst status. A progress bar counts the runs, with one line per finished run.
+    """
+    groups = [[{"threads": 1} | run | {"results_dir": os.path.abspath(run["results_dir"])} for run in group]
+              for group in groups]
+    folders = sorted({run["results_dir"] for group in groups for run in group})
+    for folder in folders:
+        check_shared_folder(ray, folder, prog)
+    older = frozenset(os.path.join(folder, name) for folder in folders for name in os.listdir(folder))
+    task = ray.remote(max_retries=RAY_RETRIES, runtime_env=worker_env())(ray_group)
+    pending = {task.options(num_cpus=max(1, group[0]["threads"])).remote(group, older): group for group in groups}
+    worst = 0
+    with tqdm(total=sum(map(len, groups)), unit="run", desc="runs") as bar:
+        while pending:
+            (done,), _ = ray.wait(list(pending))
+            group = pending.pop(done)
+            try:
+                status, lines = ray.get(done)
+            except ray.exceptions.RayError as err:
+                status, lines = 1, [f"{prog}: error: a group of {len(group)} runs failed on Ray "
+                                    f"({type(err).__name__}); see its log above"]
+            worst = max(worst, status)
+            for line in lines:
+                bar.write(line)
+            bar.update(len(group))
     return worst
 
 
@@ -186,11 +306,17 @@ def main(argv: list[str] | None = None) -> int:
     sweep = flags.build(SweepConfig, vars(values))
     _, given = config.parse(passthrough)  # a bad runner flag fails here, once, not in every run
     config.check_results_dir(sweep.results_dir)
+    ray = connect_ray(sweep.ray, "sweep.py") if sweep.ray else None
     sweep_dir = os.path.join(sweep.results_dir, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.makedirs(sweep_dir)
+    try:
+        os.makedirs(sweep_dir)
+    except OSError as err:
+        raise error("sweep.py", f"--results_dir: cannot make {sweep_dir} ({err.strerror}); give a folder you "
+                                f"can write") from None
     common = given | {"total_steps": sweep.total_steps, "eval_every": sweep.eval_every, "results_dir": sweep_dir}
     runs = [common | {"bc_weight": w, "seed": s} for w in sweep.bc_weight for s in sweep.seeds]
-    status = run_processes(plan(runs, sweep.members, sweep.workers), sweep.workers)
+    groups = plan(runs, sweep.members, sweep.workers)
+    status = run_on_ray(ray, groups, "sweep.py") if ray else run_processes(groups, sweep.workers)
     table = summarise(last_rows(sweep_dir), sweep.bc_weight)
     with open(os.path.join(sweep_dir, "sweep.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, TABLE_COLUMNS)
