@@ -333,8 +333,9 @@ def train(group: Group) -> int:
         group.stop_signal.append(signum)
         signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C stops at once
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    name = os.path.basename(group.runs[0].dir) if len(group.runs) == 1 else \
-        f"{config.config_name(group.cfg)} x{len(group.runs)}"
+    labels = sorted({config.config_name(run.cfg) for run in group.runs})
+    name = (os.path.basename(group.runs[0].dir) if len(group.runs) == 1 else
+            f"{labels[0]} x{len(group.runs)}" if len(labels) == 1 else f"{len(group.runs)} runs: {', '.join(labels)}")
     try:
         with tqdm(total=group.cfg.total_steps, initial=group.step, desc=name, unit="step") as bar:
             return training_loop(group, bar)
