@@ -13,7 +13,7 @@ from flags import flag
 from td3_agent import MEMBER_FIELDS, TD3Config
 from td3_agent import member_key as member_key_td3
 
-DESCRIPTION = """Train offline TD3 / TD3+BC / CQL on a Minari dataset: one run, written to
+DESCRIPTION = """Train offline TD3 / TD3+BC / CQL on a Minari dataset: each run written to
 <results_dir>/<label>-seed<k>-<time>/ (config.json, progress.csv, train.csv, checkpoint.pt).
 Each flag is a field of RunConfig (config.py) or TD3Config (td3_agent.py)."""
 EXAMPLES = """examples:
@@ -37,7 +37,8 @@ class RunConfig:
     agent: str = flag("td3", "learner; BC and CQL are flags of it", choices=("td3",), label=False)
     total_steps: int = flag(100_000, "gradient updates", low=1)
     td3: TD3Config = field(default_factory=TD3Config)  # its fields are flags too, in this place
-    seed: int = flag(0, "seed of torch, numpy and the eval envs", low=0, label=False)
+    seed: int = flag(0, "seed of the run's random generator (initial weights, batches, noise) and of its "
+                        "evaluation episodes", low=0, label=False)
     seeds: tuple[int, ...] | None = flag(None, "train one run per seed side by side in this process (members, "
                                                "networks.py), e.g. --seeds 0 1 2", low=0,
                                          unset="off, --seed alone", label=False)
