@@ -5,6 +5,7 @@ Each flag is one dataclass field, declared once with its default, type, bounds a
 "flags" all come from these declarations. To add a flag, add a field here or to TD3Config.
 """
 import argparse
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -81,6 +82,16 @@ def parse(argv: list[str] | None, where: str = "") -> tuple[RunConfig, dict]:
 def command_line(values: dict) -> list[str]:
     """runner.py's arguments that give these flag values (e.g. from config.json)."""
     return flags.to_argv(RunConfig, values)
+
+
+def from_flags(values: dict) -> RunConfig:
+    """The RunConfig of flag values (a run's dict, config.json's "flags"), checked as the command line's."""
+    return parse(command_line(values))[0]
+
+
+def recorded_flags(config: RunConfig) -> dict:
+    """The flags config.json records: all but NOT_RECORDED, as JSON values (a tuple becomes a list)."""
+    return json.loads(json.dumps({k: v for k, v in flags.flat(config).items() if k not in NOT_RECORDED}))
 
 
 def config_name(config: RunConfig) -> str:

@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import math
 import os
+import sys
 import typing
 from typing import Any, Callable
 
@@ -37,6 +38,12 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {self.where}{message}\n")
+
+
+def fail(prog: str, message: str) -> SystemExit:
+    """A one-line error with exit status 2, for what is wrong beyond parsing (raise the result)."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return SystemExit(2)
 
 
 def leaf_fields(cls: type) -> list[dataclasses.Field]:

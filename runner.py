@@ -43,8 +43,7 @@ DIAGNOSTIC_PAIRS = 1000  # dataset (s, a) pairs on which Q, MC return and BC dis
 class Run:
     """One run of a group: its flags, folder, diagnostic sample and progress."""
     cfg: RunConfig
-    probe_rows: np.ndarray  # fixed dataset rows on which Q, the MC return and the BC distance are tracked
-    mc_return: float
+    mc_return: float  # of the fixed dataset rows of the group's probe
     dir: str = ""
     last_return: float = float("nan")  # this and the next two are saved in each checkpoint (run_folder.PROGRESS)
     best_return: float = float("-inf")
@@ -98,9 +97,8 @@ class MetricMeans:
 
 
 def fail(message: str) -> SystemExit:
-    """A one-line error with exit status 2 (raise the result)."""
-    print(f"runner.py: error: {message}", file=sys.stderr)
-    return SystemExit(2)
+    """runner.py's one-line error with exit status 2 (raise the result)."""
+    return flags.fail("runner.py", message)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -132,13 +130,10 @@ def build(cfgs: list[RunConfig]) -> tuple[Group, minari.MinariDataset]:
                    f"use at most {len(buffer)}")
     agent = TD3Agent(buffer.obs_dim, buffer.act_dim, env.action_space.low, env.action_space.high,
                      [c.td3 for c in cfgs], [c.seed for c in cfgs], device)
-    runs = []
-    for c in cfgs:
-        rows = np.sort(np.random.default_rng(c.seed).choice(len(buffer), min(DIAGNOSTIC_PAIRS, len(buffer)),
-                                                            replace=False))
-        runs.append(Run(c, rows, float(discounted_returns(buffer, rows, c.td3.gamma).mean())))
-    obs, actions, *_ = buffer.split(buffer.data[torch.as_tensor(np.stack([r.probe_rows for r in runs]),
-                                                                device=device)])
+    rows = [np.sort(np.random.default_rng(c.seed).choice(len(buffer), min(DIAGNOSTIC_PAIRS, len(buffer)),
+                                                         replace=False)) for c in cfgs]  # each run's own sample
+    runs = [Run(c, float(discounted_returns(buffer, r, c.td3.gamma).mean())) for c, r in zip(cfgs, rows)]
+    obs, actions, *_ = buffer.split(buffer.data[torch.as_tensor(np.stack(rows), device=device)])
     return Group(runs, agent, buffer, env, (obs, actions)), dataset
 
 
@@ -157,7 +152,7 @@ def start(cfgs: list[RunConfig], held: contextlib.ExitStack) -> Group:
     group, dataset = build(cfgs)
     ref_min, ref_max = reference_scores(dataset)
     for run in group.runs:
-        meta = {"flags": {k: v for k, v in flags.flat(run.cfg).items() if k not in config.NOT_RECORDED},
+        meta = {"flags": config.recorded_flags(run.cfg),
                 "config": config.config_name(run.cfg), "device": str(group.agent.device),
                 "dataset_transitions": len(group.buffer), "ref_min_score": ref_min, "ref_max_score": ref_max}
         run.dir, lock = run_folder.create(run.cfg, meta)

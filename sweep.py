@@ -60,7 +60,7 @@ def plan(runs: list[dict], members: int, workers: int) -> list[list[dict]]:
     `members` a group (0: each compatible set split evenly over `workers` processes)."""
     compatible: dict[tuple, list[dict]] = {}
     for run in runs:
-        compatible.setdefault(config.member_key(config.parse(config.command_line(run))[0]), []).append(run)
+        compatible.setdefault(config.member_key(config.from_flags(run)), []).append(run)
     groups = []
     for same in compatible.values():
         size = members or math.ceil(len(same) / workers)
@@ -75,8 +75,7 @@ def begun_runs(runs: list[dict], older: frozenset[str] = frozenset()) -> dict[in
     """
     found = {}
     for i, run in enumerate(runs):
-        wanted = json.loads(json.dumps({k: v for k, v in flags.flat(config.parse(config.command_line(run))[0]).items()
-                                        if k not in config.NOT_RECORDED}))  # as config.json holds them: lists
+        wanted = config.recorded_flags(config.from_flags(run))
         parent = run["results_dir"]
         for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
             path = os.path.join(parent, name, "config.json")
@@ -107,7 +106,7 @@ def run_group(runs: list[dict], older: frozenset[str] = frozenset()) -> int:
         status = max(status, runner.main(["--resume", *dirs]))
     fresh = [run for i, run in enumerate(runs) if i not in begun]
     if fresh:
-        cfgs = [config.parse(config.command_line(run))[0] for run in fresh]
+        cfgs = [config.from_flags(run) for run in fresh]
         status = max(status, runner.run(cfgs, {}))
     return status
 
@@ -145,12 +144,6 @@ def run_processes(groups: list[list[dict]], workers: int) -> int:
     return worst
 
 
-def error(prog: str, message: str) -> SystemExit:
-    """A one-line error with exit status 2 (raise the result)."""
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    return SystemExit(2)
-
-
 def connect_ray(address: str, prog: str):
     """Import Ray and join the cluster: 'local' starts one of this machine's cores, else ray.init(address).
 
@@ -159,7 +152,7 @@ def connect_ray(address: str, prog: str):
     try:
         import ray
     except ImportError:
-        raise error(prog, "--ray needs Ray: pip install -r requirements-ray.txt") from None
+        raise flags.fail(prog, "--ray needs Ray: pip install -r requirements-ray.txt") from None
     if ray.is_initialized():
         return ray
     if address == "local":
@@ -168,7 +161,7 @@ def connect_ray(address: str, prog: str):
     try:
         ray.init(address=address)
     except ConnectionError:
-        raise error(prog, f"--ray {address}: no Ray cluster found there; start one with `ray start --head`, "
+        raise flags.fail(prog, f"--ray {address}: no Ray cluster found there; start one with `ray start --head`, "
                           f"or use --ray local") from None
     return ray
 
@@ -203,9 +196,9 @@ def check_shared_folder(ray, folder: str, prog: str) -> None:
     for node, path, problem in zip(nodes, paths, problems):
         where = f"--results_dir: a Ray worker on node {node['NodeManagerAddress']}"
         if problem:
-            raise error(prog, f"{where} cannot write {folder} ({problem}); give a folder on storage every node sees")
+            raise flags.fail(prog, f"{where} cannot write {folder} ({problem}); give a folder on storage every node sees")
         if not os.path.isfile(path):
-            raise error(prog, f"{where} wrote {path} but this machine does not see it; give a folder on storage "
+            raise flags.fail(prog, f"{where} wrote {path} but this machine does not see it; give a folder on storage "
                               f"every node sees")
         os.remove(path)
 
@@ -311,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         os.makedirs(sweep_dir)
     except OSError as err:
-        raise error("sweep.py", f"--results_dir: cannot make {sweep_dir} ({err.strerror}); give a folder you "
+        raise flags.fail("sweep.py", f"--results_dir: cannot make {sweep_dir} ({err.strerror}); give a folder you "
                                 f"can write") from None
     common = given | {"total_steps": sweep.total_steps, "eval_every": sweep.eval_every, "results_dir": sweep_dir}
     runs = [common | {"bc_weight": w, "seed": s} for w in sweep.bc_weight for s in sweep.seeds]
