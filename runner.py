@@ -361,11 +361,11 @@ def run(cfgs: list[RunConfig] | None, given: dict) -> int:
 
 
 def run_on_ray(cfg: RunConfig, given: dict) -> int:
-    """--ray: the one run, or --seeds' runs side by side, as one task on a Ray cluster (sweep.run_on_ray)."""
-    import sweep  # Ray is imported there, and only when asked for
+    """--ray: the one run, or --seeds' runs side by side, as one task on a Ray cluster (ray_launch.py)."""
+    import ray_launch  # Ray is imported there, and only when asked for
     run = {k: v for k, v in given.items() if k not in config.NOT_RECORDED} | {"results_dir": cfg.results_dir}
-    ray = sweep.connect_ray(cfg.ray, "runner.py")
-    return sweep.run_on_ray(ray, [[run | {"seed": seed} for seed in cfg.seeds or [cfg.seed]]], "runner.py")
+    ray = ray_launch.connect_ray(cfg.ray, "runner.py")
+    return ray_launch.run_on_ray(ray, [[run | {"seed": seed} for seed in cfg.seeds or [cfg.seed]]], "runner.py")
 
 
 def main(argv: list[str] | None = None) -> int:
