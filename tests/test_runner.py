@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import runner
+import runs
 from conftest import rollout_episodes, write_dataset
 from helpers import FAST, ROOT, only_run, read_csv, short_run
 
@@ -177,7 +178,7 @@ def test_seeds_pass_the_users_threads_to_each_run(tiny_dataset, tmp_path):
 def test_ctrl_c_while_the_dataset_loads_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
     def interrupted(dataset_id: str):
         raise KeyboardInterrupt
-    monkeypatch.setattr(runner, "load_dataset", interrupted)
+    monkeypatch.setattr(runs, "load_dataset", interrupted)  # where runner.py's runs load their data
     assert runner.main([*FAST, "--results_dir", str(tmp_path / "results")]) == 130
     assert capsys.readouterr().err == "runner.py: interrupted while loading; nothing was trained\n"
     assert not (tmp_path / "results").exists()

@@ -1,0 +1,159 @@
+"""The runs a runner.py process trains side by side: made new (start) or reopened (--resume).
+
+A Group holds its runs (flags, folder, progress) and what they share: the dataset's replay buffer,
+the evaluation environment and the agent whose members they are (networks.py). start() loads the
+data, builds the agent and makes each run's folder; resume() reopens folders from their
+checkpoints. Bad input stops here with one line (exit 2), before anything is trained or written.
+"""
+import contextlib
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import minari
+import numpy as np
+import torch
+
+import config
+import flags
+import run_folder
+from config import RunConfig
+from td3_agent import TD3Agent
+from utils import (DatasetError, ReplayBuffer, dataset_to_buffer, discounted_returns, evaluation_env, load_dataset,
+                   reference_scores)
+
+DIAGNOSTIC_PAIRS = 1000  # dataset (s, a) pairs on which Q, MC return and BC distance are tracked
+
+
+@dataclass
+class Run:
+    """One run of a group: its flags, folder, diagnostic sample and progress."""
+    cfg: RunConfig
+    mc_return: float  # of the fixed dataset rows of the group's probe
+    dir: str = ""
+    last_return: float = float("nan")  # this and the next two are saved in each checkpoint (run_folder.PROGRESS)
+    best_return: float = float("-inf")
+    best_step: int = 0
+    saved_step: int | None = None  # step of the last checkpoint written
+    stopped: str | None = None  # why the run stopped early (it diverged), or None
+
+
+@dataclass
+class Group:
+    """Runs trained side by side in this process (members, networks.py), and what the loop carries."""
+    runs: list[Run]
+    agent: TD3Agent
+    buffer: ReplayBuffer
+    env: gym.Env
+    probe: tuple[torch.Tensor, torch.Tensor]  # each run's probe rows: (M, P, obs_dim), (M, P, act_dim)
+    step: int = 0  # the group's runs advance in lockstep: one update of every member per step
+    elapsed: float = 0.0
+    stop_signal: list = field(default_factory=list)
+
+    @property
+    def cfg(self) -> RunConfig:
+        """The flags the runs share (config.member_key): the first run's."""
+        return self.runs[0].cfg
+
+    def running(self) -> list[tuple[int, Run]]:
+        """(member index, run) of the runs that have not stopped early."""
+        return [(m, run) for m, run in enumerate(self.runs) if not run.stopped]
+
+
+
+def fail(message: str) -> SystemExit:
+    """runner.py's one-line error with exit status 2 (raise the result)."""
+    return flags.fail("runner.py", message)
+
+
+def resolve_device(name: str) -> torch.device:
+    """--device -> torch.device, or a one-line error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise fail(f"--device '{name}' is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not torch.cuda.is_available()):
+        raise fail(f"--device '{name}' is not available here; use auto or cpu")
+    return device
+
+
+def build(cfgs: list[RunConfig]) -> tuple[Group, minari.MinariDataset]:
+    """Load the dataset into a replay buffer, build the agent of these runs and their diagnostic samples."""
+    cfg = cfgs[0]
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        dataset = load_dataset(cfg.dataset)
+        buffer, env = dataset_to_buffer(dataset, device), evaluation_env(dataset)
+    except DatasetError as err:  # nothing is trained or written on data that cannot be used
+        raise fail(f"--dataset: {err}") from None
+    if cfg.td3.batch_size > len(buffer):
+        raise fail(f"--batch_size {cfg.td3.batch_size} is larger than the dataset ({len(buffer)} transitions); "
+                   f"use at most {len(buffer)}")
+    agent = TD3Agent(buffer.obs_dim, buffer.act_dim, env.action_space.low, env.action_space.high,
+                     [c.td3 for c in cfgs], [c.seed for c in cfgs], device)
+    rows = [np.sort(np.random.default_rng(c.seed).choice(len(buffer), min(DIAGNOSTIC_PAIRS, len(buffer)),
+                                                         replace=False)) for c in cfgs]  # each run's own sample
+    runs = [Run(c, float(discounted_returns(buffer, r, c.td3.gamma).mean())) for c, r in zip(cfgs, rows)]
+    obs, actions, *_ = buffer.split(buffer.data[torch.as_tensor(np.stack(rows), device=device)])
+    return Group(runs, agent, buffer, env, (obs, actions)), dataset
+
+
+def check_members(cfgs: list[RunConfig], what: str) -> None:
+    """Runs trained side by side must differ only in config.MEMBER_FLAGS; else one line and exit 2."""
+    if len({config.member_key(c) for c in cfgs}) > 1:
+        raise fail(f"{what}: runs trained side by side may differ only in {', '.join(config.MEMBER_FLAGS)} "
+                   f"(bc_weight all numbers or all 'auto', cql_alpha all 0 or all > 0); run them apart")
+
+
+def start(cfgs: list[RunConfig], held: contextlib.ExitStack) -> Group:
+    """New runs: build them, then make (and hold) each one's folder with its config.json."""
+    check_members(cfgs, "runs given together")
+    for c in cfgs:
+        config.check_results_dir(c.results_dir)
+    group, dataset = build(cfgs)
+    ref_min, ref_max = reference_scores(dataset)
+    for run in group.runs:
+        meta = {"flags": config.recorded_flags(run.cfg),
+                "config": config.config_name(run.cfg), "device": str(group.agent.device),
+                "dataset_transitions": len(group.buffer), "ref_min_score": ref_min, "ref_max_score": ref_max}
+        run.dir, lock = run_folder.create(run.cfg, meta)
+        held.enter_context(lock)
+    return group
+
+
+def resume(run_dirs: tuple[str, ...], given: dict, held: contextlib.ExitStack) -> Group | None:
+    """--resume: hold each folder, check its flags and checkpoint, rebuild the runs as they were; None if finished."""
+    cfgs, metas, checkpoints = [], [], []
+    for run_dir in run_dirs:
+        meta = run_folder.read_config(run_dir)
+        held.enter_context(run_folder.hold(run_dir))
+        cfg = run_folder.resumed_config(run_dir, meta, given)
+        checkpoint = run_folder.read_checkpoint(run_dir)
+        if checkpoint["step"] >= cfg.total_steps:
+            print(f"runner.py: {run_dir} is finished (step {checkpoint['step']} of {cfg.total_steps}); nothing to "
+                  f"do. A larger --total_steps beside --resume lengthens it.")
+            continue
+        cfgs.append(cfg), metas.append(meta), checkpoints.append(checkpoint)
+    if not cfgs:
+        return None
+    steps = sorted({c["step"] for c in checkpoints})
+    if len(steps) > 1:
+        raise fail(f"--resume: these runs' checkpoints are at different steps ({', '.join(map(str, steps))}); "
+                   f"resume the runs of each step together, apart from the others")
+    check_members(cfgs, "--resume")
+    group, _ = build(cfgs)
+    dirs = [c.resume[0] for c in cfgs]
+    run_folder.restore(dirs, checkpoints, group.agent)
+    group.step, group.elapsed = checkpoints[0]["step"], checkpoints[0]["elapsed"]
+    for run, run_dir, meta, checkpoint in zip(group.runs, dirs, metas, checkpoints):
+        run.dir = run_dir
+        for name in ("last_return", "best_return", "best_step"):
+            setattr(run, name, checkpoint[name])
+        run.saved_step = group.step
+        run_folder.truncate_logs(run.dir, group.step)
+        run_folder.record_length(run.dir, meta, run.cfg)
+        print(f"resuming {run.dir} at step {group.step} of {run.cfg.total_steps}")
+    return group
