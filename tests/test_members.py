@@ -1,0 +1,65 @@
+"""Members: M runs side by side in one agent (networks.py), each learning what it would learn alone."""
+import pytest
+import torch
+
+from test_agent import batch, make_agent
+from utils import dataset_to_buffer
+
+
+@pytest.mark.parametrize("method", [{"bc_weight": [0.0, 10.0, 1.0]}, {"cql_alpha": [1.0, 5.0, 2.0]}])
+def test_member_k_learns_what_a_single_run_with_its_seed_and_weights_learns(tiny_dataset, method):
+    (name, values), = method.items()
+    buffer = dataset_to_buffer(tiny_dataset, torch.device("cpu"))
+    group = make_agent(seeds=(3, 4, 5), configs=[{name: v} for v in values])
+    alone = make_agent(seeds=(4,), configs=[{name: values[1]}])
+    for _ in range(6):  # each draws its batches, noise and CQL actions from its own seed's generator
+        together = group.update(*buffer.sample(64, group.generators))
+        single = alone.update(*buffer.sample(64, alone.generators))
+        for key, value in single.items():
+            torch.testing.assert_close(together[key][1:2], value, rtol=1e-4, atol=1e-5)
+    for mine, theirs in zip(group.actor_state_dict(1).values(), alone.actor_state_dict(0).values()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_members_share_no_gradients():
+    agent = make_agent(seeds=(0, 1, 2), cql_alpha=1.0)
+    obs, actions, rewards, next_obs, not_done = batch(members=3)
+    q = agent.critic(obs, actions)  # (2, M, B)
+    q[:, 1].sum().backward()  # member 1's Q alone
+    for weight in agent.critic.net.weights:  # slices (Q1 of members 0 1 2, Q2 of members 0 1 2)
+        touched = weight.grad.flatten(1).abs().sum(dim=1) > 0
+        assert touched.tolist() == [False, True, False, False, True, False]
+
+
+def test_a_member_fed_infinities_leaves_the_others_untouched():
+    clean, spoiled = make_agent(seeds=(0, 1, 2)), make_agent(seeds=(0, 1, 2))
+    data = batch(members=3)
+    bad = [t.clone() for t in data]
+    bad[2][0] = float("inf")  # member 0's rewards
+    for _ in range(4):
+        clean.update(*data)
+        spoiled.update(*bad)
+    assert not torch.isfinite(spoiled.actor_state_dict(0)["net.weights.0"]).all()
+    for m in (1, 2):
+        for mine, theirs in zip(spoiled.actor_state_dict(m).values(), clean.actor_state_dict(m).values()):
+            assert torch.equal(mine, theirs)
+
+
+def test_member_states_restore_each_member_in_any_order():
+    agent = make_agent(seeds=(0, 1), configs=[{"bc_weight": 0.0}, {"bc_weight": 10.0}], cql_alpha=1.0)
+    data = batch(members=2)
+    for _ in range(3):
+        agent.update(*data)
+    states = agent.state_dicts()
+    swapped = make_agent(seeds=(7, 8), configs=[{"bc_weight": 10.0}, {"bc_weight": 0.0}], cql_alpha=1.0)
+    swapped.load_state_dicts([states[1], states[0]])
+    after, after_swapped = agent.update(*data), swapped.update(*(t.flip(0) for t in data))
+    for key, value in after.items():
+        assert torch.equal(after_swapped[key], value.flip(0))
+
+
+def test_members_must_share_everything_but_their_weights():
+    with pytest.raises(ValueError, match="bc_weight, cql_alpha"):
+        make_agent(seeds=(0, 1), configs=[{"lr": 1e-3}, {"lr": 3e-4}])
+    with pytest.raises(ValueError):
+        make_agent(seeds=(0, 1), configs=[{"cql_alpha": 0.0}, {"cql_alpha": 5.0}])  # CQL on in one only
