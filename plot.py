@@ -22,8 +22,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-import flags
-from summary import (SUMMARY_COLUMNS, PlotError, Run, completion, group_runs, load_runs, series, summary_rows,
+from harness import flags
+from harness.summary import (SUMMARY_COLUMNS, PlotError, Run, completion, group_runs, load_runs, series, summary_rows,
                      summary_table)
 
 SYMLOG_DECADES = 3  # an "auto" axis whose |values| span more orders of magnitude than this turns symlog

@@ -13,6 +13,7 @@ if "DISPLAY" not in os.environ:  # headless: MuJoCo renders videos through EGL u
 
 import dataclasses
 import math
+import shutil
 import signal
 import sys
 import time
@@ -21,12 +22,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import config
-import run_folder
-import runs
-from config import RunConfig
-from run_folder import RunFolderError
-from runs import Group, Run
+from harness import config
+from harness import run_folder
+from harness import runs
+from harness.config import RunConfig
+from harness.run_folder import RunFolderError
+from harness.runs import Group, Run
 from td3_agent import TD3Agent
 from utils import EVAL_SEED_OFFSET, evaluate, reason, record_video
 
@@ -222,12 +223,37 @@ def run(cfgs: list[RunConfig] | None, given: dict) -> int:
         return train(group) if group else 0
 
 
+def run_group(group_runs: list[dict], older: frozenset[str] = frozenset()) -> int:
+    """Train runs side by side in this process; returns the worst exit status.
+
+    Runs that a killed process already began continue: from their checkpoint with --resume, or
+    from step 0 if it wrote none (their folder, holding nothing to continue from, is removed).
+    """
+    begun, status = runs.begun_runs(group_runs, older), 0
+    by_step: dict[int, list[str]] = {}
+    for i, run_dir in list(begun.items()):
+        if os.path.isfile(os.path.join(run_dir, "checkpoint.pt")):
+            step = int(run_folder.read_checkpoint(run_dir)["step"])
+            by_step.setdefault(step, []).append(run_dir)
+        else:
+            shutil.rmtree(run_dir)
+            del begun[i]
+    for dirs in by_step.values():
+        status = max(status, main(["--resume", *dirs]))
+    fresh = [run for i, run in enumerate(group_runs) if i not in begun]
+    if fresh:
+        cfgs = [config.from_flags(run) for run in fresh]
+        status = max(status, run(cfgs, {}))
+    return status
+
+
 def run_on_ray(cfg: RunConfig, given: dict) -> int:
     """--ray: the one run, or --seeds' runs side by side, as one task on a Ray cluster (ray_launch.py)."""
-    import ray_launch  # Ray is imported there, and only when asked for
+    from harness import ray_launch  # Ray is imported there, and only when asked for
     run = {k: v for k, v in given.items() if k not in config.NOT_RECORDED} | {"results_dir": cfg.results_dir}
     ray = ray_launch.connect_ray(cfg.ray, "runner.py")
-    return ray_launch.run_on_ray(ray, [[run | {"seed": seed} for seed in cfg.seeds or [cfg.seed]]], "runner.py")
+    return ray_launch.run_on_ray(ray, [[run | {"seed": seed} for seed in cfg.seeds or [cfg.seed]]], "runner.py",
+                                 run_group)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,16 +19,15 @@ import json
 import math
 import multiprocessing
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-import config
-import flags
-from flags import flag
+from harness import config
+from harness import flags
+from harness.flags import flag
 
 TABLE_COLUMNS = ["bc_weight", "seeds", "final_return_mean", "final_return_std", "bc_distance",
                  "dataset_q", "mc_return", "q_overestimation"]
@@ -64,53 +63,16 @@ def plan(runs: list[dict], members: int, workers: int) -> list[list[dict]]:
     return groups
 
 
-def begun_runs(runs: list[dict], older: frozenset[str] = frozenset()) -> dict[int, str]:
-    """Which of these runs already have a folder in their results_dir (index -> folder): a retried group's.
-
-    Folders named in `older` (there before the runs were submitted) belong to other runs with the same flags.
-    """
-    found = {}
-    for i, run in enumerate(runs):
-        wanted = config.recorded_flags(config.from_flags(run))
-        parent = run["results_dir"]
-        for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
-            path = os.path.join(parent, name, "config.json")
-            if os.path.isfile(path) and os.path.dirname(path) not in older:
-                with open(path) as f:
-                    if json.load(f).get("flags") == wanted:
-                        found[i] = os.path.dirname(path)
-    return found
-
-
-def run_group(runs: list[dict], older: frozenset[str] = frozenset()) -> int:
-    """Train runs side by side in this process; returns the worst exit status.
-
-    Runs that a killed process already began continue: from their checkpoint with --resume, or
-    from step 0 if it wrote none (their folder, holding nothing to continue from, is removed).
-    """
-    import runner  # torch and MuJoCo load in the process that trains, not in the launcher
-    begun, status = begun_runs(runs, older), 0
-    by_step: dict[int, list[str]] = {}
-    for i, run_dir in list(begun.items()):
-        if os.path.isfile(os.path.join(run_dir, "checkpoint.pt")):
-            step = int(runner.run_folder.read_checkpoint(run_dir)["step"])
-            by_step.setdefault(step, []).append(run_dir)
-        else:
-            shutil.rmtree(run_dir)
-            del begun[i]
-    for dirs in by_step.values():
-        status = max(status, runner.main(["--resume", *dirs]))
-    fresh = [run for i, run in enumerate(runs) if i not in begun]
-    if fresh:
-        cfgs = [config.from_flags(run) for run in fresh]
-        status = max(status, runner.run(cfgs, {}))
-    return status
+def train_group():
+    """runner.run_group, imported here so that the launcher loads torch and MuJoCo only when it trains."""
+    import runner
+    return runner.run_group
 
 
 def group_process(runs: list[dict], slot: int) -> None:
     """A child process's work: one group, its progress bar on line `slot`; exits with the group's status."""
     os.environ["TQDM_POSITION"] = str(slot)
-    sys.exit(run_group(runs))
+    sys.exit(train_group()(runs))
 
 
 def run_processes(groups: list[list[dict]], workers: int) -> int:
@@ -193,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     _, given = config.parse(passthrough)  # a bad runner flag fails here, once, not in every run
     config.check_results_dir(sweep.results_dir)
     if sweep.ray:
-        import ray_launch  # Ray is imported only when asked for
+        from harness import ray_launch  # Ray is imported only when asked for
         ray = ray_launch.connect_ray(sweep.ray, "sweep.py")
     sweep_dir = os.path.join(sweep.results_dir, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
@@ -204,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     common = given | {"total_steps": sweep.total_steps, "eval_every": sweep.eval_every, "results_dir": sweep_dir}
     runs = [common | {"bc_weight": w, "seed": s} for w in sweep.bc_weight for s in sweep.seeds]
     groups = plan(runs, sweep.members, sweep.workers)
-    status = ray_launch.run_on_ray(ray, groups, "sweep.py") if sweep.ray else run_processes(groups, sweep.workers)
+    status = ray_launch.run_on_ray(ray, groups, "sweep.py", train_group()) if sweep.ray else run_processes(groups, sweep.workers)
     table = summarise(last_rows(sweep_dir), sweep.bc_weight)
     with open(os.path.join(sweep_dir, "sweep.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, TABLE_COLUMNS)

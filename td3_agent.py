@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from flags import flag
+from harness.flags import flag
 from networks import Actor, TwinCritic
 
 

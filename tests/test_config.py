@@ -4,9 +4,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-import config
-import flags
-from flags import flag
+from harness import config
+from harness import flags
+from harness.flags import flag
 
 # config.json's "flags" of a default run as commit 07d3f14 wrote them, less --workers (gone with the
 # processes per seed, now members of one process) and --seeds (a way to start runs, like --resume and

@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.collections import PolyCollection
 
 import plot
-import summary
+from harness import summary
 from fake_runs import write_run
 
 REPO = Path(__file__).resolve().parents[1]

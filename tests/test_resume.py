@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import config
-import flags
-import run_folder
+from harness import config
+from harness import flags
+from harness import run_folder
 import runner
 from helpers import FAST, ROOT, only_run, read_csv, short_run
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import run_folder
-from run_folder import RunFolderError
+from harness import run_folder
+from harness.run_folder import RunFolderError
 from td3_agent import TD3Agent, TD3Config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +44,7 @@ def test_a_held_folder_refuses_a_second_holder_naming_the_first_and_is_free_once
 
 
 def test_the_os_lets_go_of_the_folder_of_a_process_that_died(tmp_path):
-    script = "import sys, time, run_folder; lock = run_folder.hold(sys.argv[1]); print('held', flush=True); time.sleep(60)"
+    script = "import sys, time; from harness import run_folder; lock = run_folder.hold(sys.argv[1]); print('held', flush=True); time.sleep(60)"
     holder = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "held\n"
     with pytest.raises(RunFolderError, match=f"in use by process {holder.pid} "):

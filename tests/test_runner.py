@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import runner
-import runs
+from harness import runs
 from conftest import rollout_episodes, write_dataset
 from helpers import FAST, ROOT, only_run, read_csv, short_run
 

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 import plot
-import summary
-from config import RunConfig
+from harness import summary
+from harness.config import RunConfig
 from fake_runs import write_run
-from flags import leaf_fields
+from harness.flags import leaf_fields
 
 
 def test_runs_are_grouped_by_every_flag_but_those_runner_leaves_out_of_a_label():

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-import config
+from harness import config
 import runner
 import sweep
 from conftest import DATASET_ID
@@ -60,7 +60,7 @@ def test_a_group_run_again_resumes_its_begun_runs_and_restarts_those_without_a_c
     json.dump(meta | {"flags": meta["flags"] | {"total_steps": 40, "seed": 1}}, open(unstarted / "config.json", "w"))
     rows_before = (results / begun / "progress.csv").read_text()
 
-    assert sweep.run_group([run | {"seed": 0}, run | {"seed": 1}]) == 0
+    assert runner.run_group([run | {"seed": 0}, run | {"seed": 1}]) == 0
     assert not unstarted.exists()
     assert len(os.listdir(results)) == 2  # seed 0 continued in place, seed 1 began afresh
     continued = (results / begun / "progress.csv").read_text()

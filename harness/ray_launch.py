@@ -1,21 +1,22 @@
-"""--ray: groups of runs (sweep.plan) as tasks on a Ray cluster, retried from their checkpoints.
+"""--ray: groups of runs (sweep.py's plan) as tasks on a Ray cluster, retried from their checkpoints.
 
 sweep.py and runner.py import this module only when --ray is given, and it imports Ray: Ray is an
 optional dependency (requirements-ray.txt). Each group is one task of its --threads CPUs; a task
-whose worker dies is run again by Ray, and sweep.run_group continues the runs it had begun from
+whose worker dies is run again by Ray, and runner.run_group continues the runs it had begun from
 their checkpoints. Before any task, a probe file written from every node checks that the results
 folder is one every node sees.
 """
 import csv
 import os
+from collections.abc import Callable
 
 from tqdm import tqdm
 
-import flags
-import sweep
+from harness import flags
+from harness.runs import begun_runs
 
 RAY_RETRIES = 3  # times a group whose Ray worker died is run again, each time from its checkpoints
-REPO = os.path.dirname(os.path.abspath(__file__))  # Ray workers import the repo's modules from here
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # Ray workers import the repo's modules from here
 
 
 def connect_ray(address: str, prog: str):
@@ -77,14 +78,15 @@ def check_shared_folder(ray, folder: str, prog: str) -> None:
         os.remove(path)
 
 
-def ray_group(runs: list[dict], older: frozenset[str]) -> tuple[int, list[str]]:
-    """A Ray task: one group (run_group, which resumes what a dead worker began); its status and a line per run."""
+def ray_group(train_group: Callable, runs: list[dict], older: frozenset[str]) -> tuple[int, list[str]]:
+    """A Ray task: one group (train_group, runner.run_group, resumes what a dead worker began); its status and
+    a line per run."""
     try:
-        status = sweep.run_group(runs, older)
+        status = train_group(runs, older)
     except SystemExit as stop:  # runner's one-line errors: a failure to report, not a dead worker to retry
         status = stop.code if isinstance(stop.code, int) else 1
     lines = []
-    for run_dir in sweep.begun_runs(runs, older).values():
+    for run_dir in begun_runs(runs, older).values():
         with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
             last = list(csv.DictReader(f))[-1:]
         lines += [f"{run_dir}: step {last[0]['step']}, final return {float(last[0]['eval_return_mean']):.0f}"
@@ -92,7 +94,7 @@ def ray_group(runs: list[dict], older: frozenset[str]) -> tuple[int, list[str]]:
     return status, lines
 
 
-def run_on_ray(ray, groups: list[list[dict]], prog: str) -> int:
+def run_on_ray(ray, groups: list[list[dict]], prog: str, train_group: Callable) -> int:
     """Each group as a task on the Ray cluster (connect_ray), of its --threads CPUs (1 if not given); returns
     the worst status. A progress bar counts the runs, with one line per finished run.
     """
@@ -103,7 +105,8 @@ def run_on_ray(ray, groups: list[list[dict]], prog: str) -> int:
         check_shared_folder(ray, folder, prog)
     older = frozenset(os.path.join(folder, name) for folder in folders for name in os.listdir(folder))
     task = ray.remote(max_retries=RAY_RETRIES, runtime_env=worker_env())(ray_group)
-    pending = {task.options(num_cpus=max(1, group[0]["threads"])).remote(group, older): group for group in groups}
+    pending = {task.options(num_cpus=max(1, group[0]["threads"])).remote(train_group, group, older): group
+               for group in groups}
     worst = 0
     with tqdm(total=sum(map(len, groups)), unit="run", desc="runs") as bar:
         while pending:

@@ -6,6 +6,8 @@ data, builds the agent and makes each run's folder; resume() reopens folders fro
 checkpoints. Bad input stops here with one line (exit 2), before anything is trained or written.
 """
 import contextlib
+import json
+import os
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -13,10 +15,10 @@ import minari
 import numpy as np
 import torch
 
-import config
-import flags
-import run_folder
-from config import RunConfig
+from harness import config
+from harness import flags
+from harness import run_folder
+from harness.config import RunConfig
 from td3_agent import TD3Agent
 from utils import (DatasetError, ReplayBuffer, dataset_to_buffer, discounted_returns, evaluation_env, load_dataset,
                    reference_scores)
@@ -157,3 +159,21 @@ def resume(run_dirs: tuple[str, ...], given: dict, held: contextlib.ExitStack) -
         run_folder.record_length(run.dir, meta, run.cfg)
         print(f"resuming {run.dir} at step {group.step} of {run.cfg.total_steps}")
     return group
+
+
+def begun_runs(runs: list[dict], older: frozenset[str] = frozenset()) -> dict[int, str]:
+    """Which of these runs already have a folder in their results_dir (index -> folder): a retried group's.
+
+    Folders named in `older` (there before the runs were submitted) belong to other runs with the same flags.
+    """
+    found = {}
+    for i, run in enumerate(runs):
+        wanted = config.recorded_flags(config.from_flags(run))
+        parent = run["results_dir"]
+        for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+            path = os.path.join(parent, name, "config.json")
+            if os.path.isfile(path) and os.path.dirname(path) not in older:
+                with open(path) as f:
+                    if json.load(f).get("flags") == wanted:
+                        found[i] = os.path.dirname(path)
+    return found

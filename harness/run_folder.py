@@ -21,8 +21,8 @@ from typing import IO
 
 import torch
 
-import config
-from config import RunConfig
+from harness import config
+from harness.config import RunConfig
 from utils import reason
 
 CONFIG, CHECKPOINT, ACTOR, LOCK = "config.json", "checkpoint.pt", "actor.pt", ".lock"

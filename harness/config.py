@@ -9,8 +9,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
-import flags
-from flags import flag
+from harness import flags
+from harness.flags import flag
 from td3_agent import MEMBER_FIELDS, TD3Config
 from td3_agent import member_key as member_key_td3
 
