@@ -25,15 +25,11 @@ from tqdm import tqdm
 from harness import config
 from harness import run_folder
 from harness import runs
-from harness.config import RunConfig
+from harness.config import LaunchConfig, RunConfig
 from harness.run_folder import RunFolderError
 from harness.runs import Group, Run
-from td3_agent import TD3Agent
 from utils import EVAL_SEED_OFFSET, evaluate, reason, record_video
 
-CSV_COLUMNS = ["step", "eval_return_mean", "eval_return_std", "dataset_q", "mc_return", "policy_q",
-               "bc_distance", "time_s"]  # progress.csv: one row per evaluation
-TRAIN_COLUMNS = ["step", *TD3Agent.METRICS]  # train.csv: one row per --log_every updates
 
 
 class MetricMeans:
@@ -60,28 +56,33 @@ class MetricMeans:
 
 def evaluate_and_log(group: Group) -> list[dict[str, float]]:
     """Evaluate every running member's policy, measure its diagnostics, append its progress.csv row."""
-    returns = evaluate(group.agent.act, group.env, group.cfg.eval_episodes,
+    returns = evaluate(group.agent.actor.act, group.env, group.cfg.eval_episodes,
                        seeds=[run.cfg.seed + EVAL_SEED_OFFSET for run in group.runs])
-    diagnostics = group.agent.diagnostics(*group.probe)
+    diagnostics = group.agent.diagnostics(*group.probe)  # dataset_q, policy_q (agents with a critic), bc_distance
     rows = []
     for m, run in enumerate(group.runs):
-        row = {name: values[m] for name, values in diagnostics.items()}
-        row |= {"step": group.step, "eval_return_mean": float(returns[m].mean()),
-                "eval_return_std": float(returns[m].std()), "mc_return": run.mc_return,
-                "time_s": round(group.elapsed, 2)}
+        measured = {name: values[m] for name, values in diagnostics.items()}
+        row = {"step": group.step, "eval_return_mean": float(returns[m].mean()),
+               "eval_return_std": float(returns[m].std())}
+        if "dataset_q" in measured:  # the Monte-Carlo return of the same pairs goes beside it
+            row["dataset_q"] = measured.pop("dataset_q")
+        row |= {"mc_return": run.mc_return} | measured | {"time_s": round(group.elapsed, 2)}
         if not run.stopped:
-            run_folder.append_row(os.path.join(run.dir, "progress.csv"), CSV_COLUMNS, row)
+            run_folder.append_row(os.path.join(run.dir, "progress.csv"), list(row), row)
         rows.append(row)
     return rows
 
 
 def log_training(group: Group, means: MetricMeans) -> list[dict[str, float]]:
-    """Append one train.csv row per running member: the step and each metric's mean since the last row."""
+    """Append one train.csv row per running member: the step and each metric's mean since the last row.
+
+    The columns are the names the agent's update() returns: a new term there is a new column.
+    """
     metrics = means.pop()
     rows = [{"step": group.step} | {name: values[m] for name, values in metrics.items()}
             for m in range(len(group.runs))]
     for (m, run) in group.running():
-        run_folder.append_row(os.path.join(run.dir, "train.csv"), TRAIN_COLUMNS, rows[m])
+        run_folder.append_row(os.path.join(run.dir, "train.csv"), list(rows[m]), rows[m])
     return rows
 
 
@@ -90,7 +91,7 @@ def save_video(group: Group, m: int) -> None:
     run = group.runs[m]
     path = os.path.join(run.dir, "videos", f"step{group.step}.mp4")
     members = len(group.runs)
-    policy = lambda obs: group.agent.act(np.repeat(obs[None], members, axis=0))[m]  # noqa: E731
+    policy = lambda obs: group.agent.actor.act(np.repeat(obs[None], members, axis=0))[m]  # noqa: E731
     try:
         frames = record_video(policy, group.env, path, seed=run.cfg.seed + EVAL_SEED_OFFSET)
     except Exception as err:  # rendering depends on the machine's GL; training must go on without it
@@ -139,14 +140,15 @@ def evaluation_step(group: Group, clock_start: float) -> None:
         run.last_return = rows[m]["eval_return_mean"]
         if run.last_return > run.best_return:
             run.best_return, run.best_step = run.last_return, group.step
-            run_folder.save_tensors(group.agent.actor_state_dict(m), os.path.join(run.dir, "actor_best.pt"))
+            run_folder.save_tensors(group.agent.members.member_state(group.agent.actor, m),
+                                    os.path.join(run.dir, "actor_best.pt"))
     save_checkpoints(group)
 
 
-def video_due(cfg: RunConfig, step: int) -> bool:
+def video_due(group: Group) -> bool:
     """Whether this step gets a video: --video_every multiples, or only the last step by default."""
-    final = step == cfg.total_steps
-    return final if cfg.video_every is None else cfg.video_every > 0 and (step % cfg.video_every == 0 or final)
+    every, final = group.launch.video_every, group.step == group.cfg.total_steps
+    return final if every is None else every > 0 and (group.step % every == 0 or final)
 
 
 def training_loop(group: Group, bar: tqdm) -> int:
@@ -154,7 +156,7 @@ def training_loop(group: Group, bar: tqdm) -> int:
     cfg, agent, means = group.cfg, group.agent, MetricMeans()
     clock_start = time.perf_counter() - group.elapsed  # wall-clock survives --resume
     while group.step < cfg.total_steps and group.running():
-        means.add(agent.update(*group.buffer.sample(cfg.td3.batch_size, agent.generators)))
+        means.add(agent.update(*group.buffer.sample(cfg.td3.batch_size, agent.members.generators)))
         group.step += 1
         bar.update(1)
         final = group.step == cfg.total_steps
@@ -165,7 +167,7 @@ def training_loop(group: Group, bar: tqdm) -> int:
                             q1=" ".join(f"{row['q1']:.1f}" for row in rows))
         if group.step % cfg.eval_every == 0 or final:
             evaluation_step(group, clock_start)
-        if video_due(cfg, group.step):
+        if video_due(group):
             for m, _ in group.running():
                 save_video(group, m)
         if group.stop_signal and not final:
@@ -210,11 +212,11 @@ def train(group: Group) -> int:
             signal.signal(sig, handler)
 
 
-def run(cfgs: list[RunConfig] | None, given: dict) -> int:
+def run(cfgs: list[RunConfig] | None, launch: LaunchConfig, given: dict) -> int:
     """Train new runs side by side (cfgs), or with cfgs None those of --resume; returns the exit status."""
     with contextlib.ExitStack() as held:  # the run folders' locks, let go when the runs end
         try:
-            group = runs.start(cfgs, held) if cfgs else runs.resume(given["resume"], given, held)
+            group = runs.start(cfgs, launch, held) if cfgs else runs.resume(launch, given, held)
         except RunFolderError as err:
             raise runs.fail(str(err)) from None
         except KeyboardInterrupt:
@@ -242,17 +244,17 @@ def run_group(group_runs: list[dict], older: frozenset[str] = frozenset()) -> in
         status = max(status, main(["--resume", *dirs]))
     fresh = [run for i, run in enumerate(group_runs) if i not in begun]
     if fresh:
-        cfgs = [config.from_flags(run) for run in fresh]
-        status = max(status, run(cfgs, {}))
+        configs = [config.from_flags(run) for run in fresh]
+        status = max(status, run([cfg for cfg, _ in configs], configs[0][1], {}))
     return status
 
 
-def run_on_ray(cfg: RunConfig, given: dict) -> int:
+def run_on_ray(cfg: RunConfig, launch: LaunchConfig, given: dict) -> int:
     """--ray: the one run, or --seeds' runs side by side, as one task on a Ray cluster (ray_launch.py)."""
     from harness import ray_launch  # Ray is imported there, and only when asked for
-    run = {k: v for k, v in given.items() if k not in config.NOT_RECORDED} | {"results_dir": cfg.results_dir}
-    ray = ray_launch.connect_ray(cfg.ray, "runner.py")
-    return ray_launch.run_on_ray(ray, [[run | {"seed": seed} for seed in cfg.seeds or [cfg.seed]]], "runner.py",
+    run = {k: v for k, v in given.items() if k not in ("seeds", "ray")} | {"results_dir": launch.results_dir}
+    ray = ray_launch.connect_ray(launch.ray, "runner.py")
+    return ray_launch.run_on_ray(ray, [[run | {"seed": seed} for seed in launch.seeds or [cfg.seed]]], "runner.py",
                                  run_group)
 
 
@@ -261,12 +263,12 @@ def main(argv: list[str] | None = None) -> int:
 
     With --ray the runs train as a task on a Ray cluster instead of in this process.
     """
-    cfg, given = config.parse(argv)
-    if cfg.resume:
-        return run(None, given)  # --ray beside --resume is refused there, as every flag but --total_steps
-    if cfg.ray:
-        return run_on_ray(cfg, given)
-    return run([dataclasses.replace(cfg, seed=seed, seeds=None) for seed in cfg.seeds or [cfg.seed]], given)
+    cfg, launch, given = config.parse(argv)
+    if launch.resume:
+        return run(None, launch, given)
+    if launch.ray:
+        return run_on_ray(cfg, launch, given)
+    return run([dataclasses.replace(cfg, seed=seed) for seed in launch.seeds or [cfg.seed]], launch, given)
 
 
 if __name__ == "__main__":

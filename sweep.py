@@ -55,7 +55,7 @@ def plan(runs: list[dict], members: int, workers: int) -> list[list[dict]]:
     `members` a group (0: each compatible set split evenly over `workers` processes)."""
     compatible: dict[tuple, list[dict]] = {}
     for run in runs:
-        compatible.setdefault(config.member_key(config.from_flags(run)), []).append(run)
+        compatible.setdefault(config.member_key(config.from_flags(run)[0]), []).append(run)
     groups = []
     for same in compatible.values():
         size = members or math.ceil(len(same) / workers)
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     flags.add_flags(parser, SweepConfig)
     values, passthrough = parser.parse_known_args(argv)
     sweep = flags.build(SweepConfig, vars(values))
-    _, given = config.parse(passthrough)  # a bad runner flag fails here, once, not in every run
+    _, _, given = config.parse(passthrough)  # a bad runner flag fails here, once, not in every run
     config.check_results_dir(sweep.results_dir)
     if sweep.ray:
         from harness import ray_launch  # Ray is imported only when asked for

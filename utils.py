@@ -180,6 +180,26 @@ def get_buffer_and_environments_for_task(dataset_id: str, device: torch.device
     return dataset_to_buffer(dataset, device), evaluation_env(dataset)
 
 
+def episode_returns(buffer: ReplayBuffer) -> np.ndarray:
+    """The undiscounted return of each episode of the buffer, in its order: (episodes,)."""
+    rewards = buffer.split(buffer.data)[2].cpu().numpy().astype(np.float64)
+    return np.add.reduceat(rewards, np.concatenate([[0], buffer.episode_ends[:-1]]))
+
+
+def top_episodes(buffer: ReplayBuffer, percent: float) -> ReplayBuffer:
+    """A buffer of the top `percent` % of the buffer's episodes by return (at least none: the caller checks).
+
+    floor(percent / 100 * episodes) episodes are kept, the best first, ties broken by position.
+    """
+    returns = episode_returns(buffer)
+    keep = np.sort(np.argsort(-returns, kind="stable")[:int(percent / 100 * len(returns))])
+    starts = np.concatenate([[0], buffer.episode_ends[:-1]])
+    rows = np.concatenate([np.arange(starts[k], buffer.episode_ends[k]) for k in keep]) if len(keep) else []
+    lengths = buffer.episode_ends[keep] - starts[keep]
+    data = buffer.data[torch.as_tensor(rows, dtype=torch.long, device=buffer.data.device)]
+    return ReplayBuffer(data, buffer.obs_dim, buffer.act_dim, np.cumsum(lengths))
+
+
 def reference_scores(dataset: minari.MinariDataset) -> tuple[float | None, float | None]:
     """The dataset's (random, expert) reference returns for normalised scores, None where absent."""
     metadata = dataset.storage.metadata

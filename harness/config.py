@@ -1,8 +1,10 @@
-"""A run's flags: RunConfig (how a run is made and measured) around TD3Config (what is learned).
+"""A command's flags: RunConfig (what a run is) and LaunchConfig (how this command launches runs).
 
-Each flag is one dataclass field, declared once with its default, type, bounds and help
-(flags.flag): the command line, its checks, the TD3Config the agent receives and config.json's
-"flags" all come from these declarations. To add a flag, add a field here or to TD3Config.
+One rule: a RunConfig is recorded whole in the run's config.json; its label and the group of
+runs it is a seed of are every RunConfig field but `seed`. A LaunchConfig is not recorded and
+changes nothing a run writes. Each flag is one dataclass field (harness/flags.py): the command
+line, its checks, the agent's config and config.json's "flags" all come from these declarations.
+To add a flag, add a field here, to TD3Config (td3_agent.py) or to IQLConfig (iql_agent.py).
 """
 import argparse
 import json
@@ -11,20 +13,22 @@ from dataclasses import dataclass, field
 
 from harness import flags
 from harness.flags import flag
+from iql_agent import IQLConfig
 from td3_agent import MEMBER_FIELDS, TD3Config
 from td3_agent import member_key as member_key_td3
 
-DESCRIPTION = """Train offline TD3 / TD3+BC / CQL on a Minari dataset: each run written to
+DESCRIPTION = """Train offline TD3 / TD3+BC / CQL, BC or IQL on a Minari dataset: each run written to
 <results_dir>/<label>-seed<k>-<time>/ (config.json, progress.csv, train.csv, checkpoint.pt).
-Each flag is a field of RunConfig (config.py) or TD3Config (td3_agent.py)."""
+Each flag is a field of RunConfig or LaunchConfig (harness/config.py), TD3Config (td3_agent.py)
+or IQLConfig (iql_agent.py)."""
 EXAMPLES = """examples:
   python runner.py --agent td3 --total_steps 100000                 # TD3 (Problem 1.2)
   python runner.py --agent td3 --total_steps 100000 --bc_weight 10  # TD3+BC (Problem 1.3)
   python runner.py --agent td3 --total_steps 100000 --cql_alpha 5   # TD3+CQL (Problem 2.1)
+  python runner.py --agent bc --bc_top_percent 10                   # filtered behaviour cloning
+  python runner.py --agent iql                                      # implicit Q-learning
   python runner.py --cql_alpha 5 --seeds 0 1 2                      # three seeds side by side, one process
-  python runner.py --cql_alpha 5 --seeds 0 1 2 --ray auto           # the same as one task on a Ray cluster
   python runner.py --resume results/<run>/                          # continue a run from its checkpoint"""
-
 
 RAY_HELP = ("train on Ray (pip install -r requirements-ray.txt): 'local' starts a cluster of this machine's "
             "cores, 'auto' joins the one `ray start --head` made, an ADDRESS (host:6379) that one; each group of "
@@ -34,30 +38,39 @@ RAY_HELP = ("train on Ray (pip install -r requirements-ray.txt): 'local' starts 
 
 @dataclass
 class RunConfig:
-    """How a run is made and measured: its length, seeds, evaluations, logs, data and device."""
-    agent: str = flag("td3", "learner; BC and CQL are flags of it", choices=("td3",), label=False)
+    """What a run is: its learner, data, length, seed and measurements (recorded in its config.json)."""
+    agent: str = flag("td3", "learner: td3 (with --bc_weight, TD3+BC; with --cql_alpha, CQL), bc (behaviour "
+                             "cloning, no critic) or iql (implicit Q-learning)", choices=("td3", "bc", "iql"))
+    dataset: str = flag("mujoco/hopper/medium-v0", "Minari dataset id", metavar="ID")
+    bc_top_percent: float = flag(100.0, "filtered BC: train on the top P %% of the dataset's episodes by return "
+                                        "alone (--agent bc only)", above=0, high=100, agents=("bc",))
     total_steps: int = flag(100_000, "gradient updates", low=1)
     td3: TD3Config = field(default_factory=TD3Config)  # its fields are flags too, in this place
+    iql: IQLConfig = field(default_factory=IQLConfig)
     seed: int = flag(0, "seed of the run's random generator (initial weights, batches, noise) and of its "
-                        "evaluation episodes", low=0, label=False)
-    seeds: tuple[int, ...] | None = flag(None, "train one run per seed side by side in this process (members, "
-                                               "networks.py), e.g. --seeds 0 1 2", low=0,
-                                         unset="off, --seed alone", label=False)
-    threads: int = flag(0, "torch CPU threads; 0 = torch's default, one per core", low=0, label=False)
-    ray: str | None = flag(None, RAY_HELP, unset="off, in this process", label=False, metavar="local|auto|ADDRESS")
+                        "evaluation episodes", low=0)
     eval_every: int = flag(10_000, "steps between evaluations", low=1)
     eval_episodes: int = flag(10, "episodes per evaluation", low=1)
-    log_every: int = flag(1000, "updates per train.csv row, each metric averaged over them", low=1, label=False)
+    log_every: int = flag(1000, "updates per train.csv row, each metric averaged over them", low=1)
+    max_abs_q: float | None = flag(None, "stop the run when |mean dataset Q1| exceeds this", above=0,
+                                   agents=("td3", "iql"))
+
+
+@dataclass
+class LaunchConfig:
+    """How this command launches its runs: where, on what, side by side or on Ray (not recorded)."""
+    seeds: tuple[int, ...] | None = flag(None, "train one run per seed side by side in this process (members, "
+                                               "networks.py), e.g. --seeds 0 1 2", low=0, unset="off, --seed alone")
+    results_dir: str = flag("results", "folder that receives one sub-folder per run", metavar="DIR")
+    device: str = flag("auto", "'auto' (cuda when present), 'cpu', 'cuda' or 'cuda:N'")
+    threads: int = flag(0, "torch CPU threads; 0 = torch's default, one per core", low=0)
     video_every: int | None = flag(None, "steps between evaluation videos (videos/step<N>.mp4); 0 = none", low=0,
-                                   unset="one, at the end of the run", label=False)
-    max_abs_q: float | None = flag(None, "stop the run when |mean dataset Q1| exceeds this", above=0)
-    dataset: str = flag("mujoco/hopper/medium-v0", "Minari dataset id", metavar="ID")
-    device: str = flag("auto", "'auto' (cuda when present), 'cpu', 'cuda' or 'cuda:N'", label=False)
-    results_dir: str = flag("results", "folder that receives one sub-folder per run", metavar="DIR", label=False)
+                                   unset="one, at the end of the run")
+    ray: str | None = flag(None, RAY_HELP, unset="off, in this process", metavar="local|auto|ADDRESS")
     resume: tuple[str, ...] | None = flag(None, "continue the runs in these folders from their checkpoints, with the "
-                                                "flags of their config.json, side by side; only a larger "
-                                                "--total_steps may be given beside it",
-                                          metavar="RUN_DIR", label=False)
+                                                "flags of their config.json, side by side; beside it only a larger "
+                                                "--total_steps and these launch flags may be given",
+                                          metavar="RUN_DIR")
 
 
 def build_parser(given_only: bool = False, where: str = "") -> flags.Parser:
@@ -66,66 +79,89 @@ def build_parser(given_only: bool = False, where: str = "") -> flags.Parser:
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.where = where
     flags.add_flags(parser, RunConfig, given_only)
+    flags.add_flags(parser, LaunchConfig, given_only)
     return parser
 
 
-def parse(argv: list[str] | None, where: str = "") -> tuple[RunConfig, dict]:
-    """The RunConfig of a command line and the flags it gave; bad input exits 2 with one line.
+def parse(argv: list[str] | None, where: str = "") -> tuple[RunConfig, LaunchConfig, dict]:
+    """The RunConfig and LaunchConfig of a command line, and the flags it gave; bad input exits 2 with one line.
 
     `where` names the values' origin in that line when they are not the command line's.
     """
-    values = vars(build_parser(where=where).parse_args(argv))
+    parser = build_parser(where=where)
+    values = vars(parser.parse_args(argv))
     given = vars(build_parser(given_only=True, where=where).parse_args(argv))
-    return flags.build(RunConfig, values), given
+    run, launch = flags.build(RunConfig, values), flags.build(LaunchConfig, values)
+    problem = pointless_flag(run) or (launch.seeds and len(set(launch.seeds)) < len(launch.seeds) and
+                                      f"argument --seeds: {' '.join(map(str, launch.seeds))} names a seed twice; "
+                                      f"give each seed once")
+    if problem:
+        parser.error(problem)
+    return run, launch, given
+
+
+def pointless_flag(run: RunConfig) -> str | None:
+    """Why a flag off its default would have no effect with the others given, or None."""
+    values, defaults = flags.flat(run), flags.flat(RunConfig())
+    for f in flags.leaf_fields(RunConfig):
+        info = flags.meta(f)
+        if values[f.name] == defaults[f.name]:
+            continue
+        if info["agents"] and run.agent not in info["agents"]:
+            return (f"argument --{f.name}: has no effect with --agent {run.agent}; it acts on "
+                    f"--agent {' or '.join(info['agents'])}")
+        if info["needs"]:
+            name, condition = info["needs"]
+            met = values[name] == condition if condition == "auto" else values[name] > 0
+            if not met:
+                return f"argument --{f.name}: has no effect without --{name} {condition}; give --{name} too"
+    if run.agent == "td3" and run.log_every < run.td3.policy_delay:
+        return (f"argument --log_every: {run.log_every} is below --policy_delay {run.td3.policy_delay}: every "
+                f"train.csv row must hold an actor step; give at least {run.td3.policy_delay}")
+    return None
 
 
 def command_line(values: dict) -> list[str]:
-    """runner.py's arguments that give these flag values (e.g. from config.json)."""
-    return flags.to_argv(RunConfig, values)
+    """runner.py's arguments that give these flag values (e.g. from config.json); unknown names become
+    flags too, for the parser to refuse."""
+    launch = {f.name for f in flags.leaf_fields(LaunchConfig)}
+    return (flags.to_argv(RunConfig, {k: v for k, v in values.items() if k not in launch})
+            + flags.to_argv(LaunchConfig, {k: v for k, v in values.items() if k in launch}))
 
 
-def from_flags(values: dict) -> RunConfig:
-    """The RunConfig of flag values (a run's dict, config.json's "flags"), checked as the command line's."""
-    return parse(command_line(values))[0]
+def from_flags(values: dict) -> tuple[RunConfig, LaunchConfig]:
+    """The configs of flag values (a sweep's dict, config.json's "flags"), checked as the command line's."""
+    return parse(command_line(values))[:2]
 
 
-def recorded_flags(config: RunConfig) -> dict:
-    """The flags config.json records: all but NOT_RECORDED, as JSON values (a tuple becomes a list)."""
-    return json.loads(json.dumps({k: v for k, v in flags.flat(config).items() if k not in NOT_RECORDED}))
+def recorded_flags(run: RunConfig) -> dict:
+    """The flags config.json records: the whole RunConfig, as JSON values (a tuple becomes a list)."""
+    return json.loads(json.dumps(flags.flat(run)))
 
 
-def config_name(config: RunConfig) -> str:
-    """The run's label: the agent, then every flag that differs from its default, e.g. td3_bc_weight=10.
-
-    Flags with label=False (seed, device, logging...) are left out: they change neither what is
-    learned nor what is measured.
-    """
-    values, defaults = flags.flat(config), flags.flat(RunConfig())
-    parts = [config.agent]
-    for f in flags.leaf_fields(RunConfig):
-        value = values[f.name]
-        if f.metadata["label"] and value != defaults[f.name]:
-            if isinstance(value, tuple):
-                value = "-".join(map(str, value))
-            parts.append(f.name if value is True else f"{f.name}={value:g}" if isinstance(value, float)
-                         else f"{f.name}={value}")
+def config_name(run: RunConfig) -> str:
+    """The run's label: the agent, then every flag but the seed that differs from its default, e.g. td3_bc_weight=10."""
+    values, defaults = flags.flat(run), flags.flat(RunConfig())
+    parts = [run.agent]
+    for name, value in values.items():
+        if name in ("agent", "seed") or value == defaults[name]:
+            continue
+        if isinstance(value, tuple):
+            value = "-".join(map(str, value))
+        parts.append(name if value is True else f"{name}={value:g}" if isinstance(value, float)
+                     else f"{name}={value}")
     return "_".join(parts).replace("/", "-")
 
 
-# Flags that say how this command runs, not what a run is: left out of config.json, and runs
-# trained side by side may differ in them.
-NOT_RECORDED = ("resume", "seeds", "ray")
-
 # Flags that may differ between runs trained side by side in one process (members, networks.py):
-# the seed, where the run is written, and the plain loss weights of td3_agent.MEMBER_FIELDS.
-MEMBER_FLAGS = ("seed", "results_dir", *MEMBER_FIELDS)
+# the seed, and the plain loss weights of td3_agent.MEMBER_FIELDS.
+MEMBER_FLAGS = ("seed", *MEMBER_FIELDS)
 
 
-def member_key(config: RunConfig) -> tuple:
+def member_key(run: RunConfig) -> tuple:
     """What runs trained side by side must share: every flag but MEMBER_FLAGS (td3_agent.member_key)."""
-    values = flags.flat(config)
-    return (tuple(v for k, v in values.items() if k not in MEMBER_FLAGS + NOT_RECORDED)
-            + member_key_td3(config.td3))
+    values = flags.flat(run)
+    return tuple(v for k, v in values.items() if k not in MEMBER_FLAGS) + member_key_td3(run.td3)
 
 
 def check_results_dir(path: str) -> None:

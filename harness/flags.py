@@ -17,18 +17,22 @@ import typing
 from typing import Any, Callable
 
 
-def flag(default: Any, help: str, *, low: float | None = None, high: float | None = None,
-         above: float | None = None, below: float | None = None, choices: tuple | None = None,
-         also: tuple[str, ...] = (), unset: str = "off", label: bool = True, metavar: str | None = None):
-    """A dataclass field that is also a flag.
+# What a flag's metadata may say, and what it means when it says nothing: low/high are inclusive
+# bounds, above/below exclusive ones; `also` lists words taken besides numbers ('auto'); `unset`
+# says what a None default means; `aliases` are other names of the flag; `agents` the agents it
+# acts on (None: all); `needs` = (flag, condition) without which it has no effect.
+METADATA = dict(help="", low=None, high=None, above=None, below=None, choices=None, also=(), unset="off",
+                metavar=None, aliases=(), agents=None, needs=None)
 
-    low/high are inclusive bounds, above/below exclusive ones; `also` lists words taken besides
-    numbers ('auto'); `unset` says what a None default means; label=False keeps the flag out of
-    a run's label (flags that change neither what is learned nor what is measured).
-    """
-    metadata = dict(help=help, low=low, high=high, above=above, below=below, choices=choices, also=also,
-                    unset=unset, label=label, metavar=metavar)
-    return dataclasses.field(default=default, metadata=metadata)
+
+def flag(default: Any, help: str, **metadata) -> dataclasses.Field:
+    """A dataclass field that is also a flag; `metadata` takes the keys of METADATA."""
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+def meta(f: dataclasses.Field) -> dict:
+    """A field's flag metadata, every key of METADATA filled in."""
+    return METADATA | dict(f.metadata)
 
 
 class Parser(argparse.ArgumentParser):
@@ -70,39 +74,39 @@ def value_kind(f: dataclasses.Field) -> type:
     return next(kind for kind in (bool, int, float, str) if kind in kinds(f.type))
 
 
-def bounds_text(meta: dict) -> str:
+def bounds_text(info: dict) -> str:
     """The field's bounds as an error message says them: '>= 0', '> 0 and <= 1'."""
-    return " and ".join(f"{symbol} {meta[key]:g}" for key, symbol in
-                        (("low", ">="), ("above", ">"), ("high", "<="), ("below", "<")) if meta[key] is not None)
+    return " and ".join(f"{symbol} {info[key]:g}" for key, symbol in
+                        (("low", ">="), ("above", ">"), ("high", "<="), ("below", "<")) if info[key] is not None)
 
 
-def alternatives(meta: dict) -> str:
+def alternatives(info: dict) -> str:
     """The words a number flag also takes, as messages say them: " or 'auto'"."""
-    return "".join(f" or '{word}'" for word in meta["also"])
+    return "".join(f" or '{word}'" for word in info["also"])
 
 
-def in_bounds(value: float, meta: dict) -> bool:
+def in_bounds(value: float, info: dict) -> bool:
     """Whether a number is finite and inside the field's bounds."""
-    low, above, high, below = meta["low"], meta["above"], meta["high"], meta["below"]
+    low, above, high, below = info["low"], info["above"], info["high"], info["below"]
     return (math.isfinite(value) and (low is None or value >= low) and (above is None or value > above)
             and (high is None or value <= high) and (below is None or value < below))
 
 
 def value_parser(f: dataclasses.Field) -> Callable[[str], Any]:
     """argparse's `type` for the flag: text -> value, or an error naming what would work."""
-    kind, meta = value_kind(f), f.metadata
+    kind, info = value_kind(f), meta(f)
     noun = "an integer" if kind is int else "a finite number"
-    words = alternatives(meta)
+    words = alternatives(info)
 
     def parse(text: str):
-        if kind is str or text in meta["also"]:
+        if kind is str or text in info["also"]:
             return text
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {noun}{words}, got '{text}'") from None
-        if not in_bounds(value, meta):
-            must = " ".join(filter(None, (noun, bounds_text(meta))))
+        if not in_bounds(value, info):
+            must = " ".join(filter(None, (noun, bounds_text(info))))
             raise argparse.ArgumentTypeError(f"must be {must}{words}, got {text}")
         return value
     return parse
@@ -112,7 +116,7 @@ def default_text(f: dataclasses.Field) -> str:
     """The default as --help shows it: 128 128, 0.0003, off."""
     value = f.default
     if value is None or value is False:
-        return f.metadata["unset"]
+        return meta(f)["unset"]
     if isinstance(value, tuple):
         return " ".join(map(str, value))
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -120,10 +124,11 @@ def default_text(f: dataclasses.Field) -> str:
 
 def help_text(f: dataclasses.Field) -> str:
     """The flag's help: its text, then its bounds and default, e.g. 'discount factor (>= 0 and < 1; default: 0.99)'."""
-    notes = [bounds_text(f.metadata) + alternatives(f.metadata)] if value_kind(f) in (int, float) else []
+    info = meta(f)
+    notes = [bounds_text(info) + alternatives(info)] if value_kind(f) in (int, float) else []
     if f.default is not dataclasses.MISSING:
         notes.append(f"default: {default_text(f)}")
-    return f"{f.metadata['help']} ({'; '.join(filter(None, notes))})" if any(notes) else f.metadata["help"]
+    return f"{info['help']} ({'; '.join(filter(None, notes))})" if any(notes) else info["help"]
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type, given_only: bool = False) -> None:
@@ -134,16 +139,16 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, given_only: bool = Fal
         if dataclasses.is_dataclass(f.type):
             add_flags(parser, f.type, given_only)
             continue
-        kind, meta, required = value_kind(f), f.metadata, f.default is dataclasses.MISSING
+        kind, info, required = value_kind(f), meta(f), f.default is dataclasses.MISSING
         options = dict(help=help_text(f), default=argparse.SUPPRESS if given_only or required else f.default)
         if kind is bool:
             options["action"] = "store_true"
         else:
-            metavar = meta["metavar"] or {int: "N", float: "X"}.get(kind, f.name.upper())
-            options |= dict(type=value_parser(f), nargs="+" if is_list(f) else None, choices=meta["choices"],
-                            metavar="|".join((metavar, *meta["also"])) if not meta["choices"] else None,
+            metavar = info["metavar"] or {int: "N", float: "X"}.get(kind, f.name.upper())
+            options |= dict(type=value_parser(f), nargs="+" if is_list(f) else None, choices=info["choices"],
+                            metavar="|".join((metavar, *info["also"])) if not info["choices"] else None,
                             required=required)
-        group.add_argument(f"--{f.name}", **options)
+        group.add_argument(f"--{f.name}", *info["aliases"], dest=f.name, **options)
 
 
 def build(cls: type, values: dict) -> Any:

@@ -32,6 +32,9 @@ LOGS = ("progress.csv", "train.csv")
 PROGRESS = {"step": int, "elapsed": float, "last_return": float, "best_return": float, "best_step": int}
 
 
+RESUME_MAY_CHANGE = ("resume", "total_steps", "threads", "device", "video_every")  # flags allowed beside --resume
+
+
 class RunFolderError(Exception):
     """A run folder that cannot be read, written or held; the message is one line."""
 
@@ -106,7 +109,7 @@ def hold(run_dir: str) -> IO:
     return lock
 
 
-def create(run_config: RunConfig, meta: dict) -> tuple[str, IO]:
+def create(results_dir: str, run_config: RunConfig, meta: dict) -> tuple[str, IO]:
     """A new run folder, <results_dir>/<label>-seed<k>-<time>[-n]/, held, with its config.json.
 
     Returns its path and its lock. A label too long for a folder name is cut, with a hash of the
@@ -115,7 +118,7 @@ def create(run_config: RunConfig, meta: dict) -> tuple[str, IO]:
     label = config.config_name(run_config)
     if len(label) > 120:
         label = f"{label[:110]}~{hashlib.sha1(label.encode()).hexdigest()[:8]}"
-    stem = os.path.join(run_config.results_dir, f"{label}-seed{run_config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    stem = os.path.join(results_dir, f"{label}-seed{run_config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir, n = stem, 1
     while True:
         try:
@@ -151,18 +154,20 @@ def read_config(run_dir: str) -> dict:
 def resumed_config(run_dir: str, meta: dict, given: dict) -> RunConfig:
     """The run's flags from its config.json, checked as the command line's are; a larger --total_steps wins.
 
-    Other flags given beside --resume are refused: the run continues as it began.
+    Other flags of the run given beside --resume are refused: the run continues as it began.
+    --threads, --device and --video_every may be given: they change nothing the run writes but its videos.
     """
-    others = [f"--{name}" for name in given if name not in ("resume", "total_steps")]
+    others = [f"--{name}" for name in given if name not in RESUME_MAY_CHANGE]
     if others:
         raise RunFolderError(f"--resume continues a run with the flags of its {CONFIG}; only a larger "
-                             f"--total_steps may be given beside it, not {' '.join(others)}")
-    run_config, _ = config.parse(config.command_line(meta["flags"]), where=f"{os.path.join(run_dir, CONFIG)}: ")
+                             f"--total_steps, --threads, --device and --video_every may be given beside it, "
+                             f"not {' '.join(others)}")
+    run_config, _, _ = config.parse(config.command_line(meta["flags"]), where=f"{os.path.join(run_dir, CONFIG)}: ")
     total_steps = given.get("total_steps", run_config.total_steps)
     if total_steps < run_config.total_steps:
         raise RunFolderError(f"--total_steps {total_steps} beside --resume must be larger than the run's "
                              f"{run_config.total_steps}: it can only lengthen the run")
-    return dataclasses.replace(run_config, total_steps=total_steps, resume=(run_dir,), seeds=None)
+    return dataclasses.replace(run_config, total_steps=total_steps)
 
 
 def save_checkpoint(run_dir: str, progress: dict, member_state: dict) -> None:

@@ -18,11 +18,14 @@ import torch
 from harness import config
 from harness import flags
 from harness import run_folder
-from harness.config import RunConfig
+from bc_agent import BCAgent
+from harness.config import LaunchConfig, RunConfig
+from iql_agent import IQLAgent
 from td3_agent import TD3Agent
-from utils import (DatasetError, ReplayBuffer, dataset_to_buffer, discounted_returns, evaluation_env, load_dataset,
-                   reference_scores)
+from utils import (DatasetError, ReplayBuffer, dataset_to_buffer, discounted_returns, episode_returns, evaluation_env,
+                   load_dataset, reference_scores, top_episodes)
 
+Agent = TD3Agent | BCAgent | IQLAgent
 DIAGNOSTIC_PAIRS = 1000  # dataset (s, a) pairs on which Q, MC return and BC distance are tracked
 
 
@@ -43,13 +46,15 @@ class Run:
 class Group:
     """Runs trained side by side in this process (members, networks.py), and what the loop carries."""
     runs: list[Run]
-    agent: TD3Agent
+    launch: LaunchConfig
+    agent: Agent
     buffer: ReplayBuffer
     env: gym.Env
     probe: tuple[torch.Tensor, torch.Tensor]  # each run's probe rows: (M, P, obs_dim), (M, P, act_dim)
     step: int = 0  # the group's runs advance in lockstep: one update of every member per step
     elapsed: float = 0.0
     stop_signal: list = field(default_factory=list)
+    data_kept: dict = field(default_factory=dict)  # what --bc_top_percent kept of the dataset, for config.json
 
     @property
     def cfg(self) -> RunConfig:
@@ -80,27 +85,51 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build(cfgs: list[RunConfig]) -> tuple[Group, minari.MinariDataset]:
+def make_agent(cfgs: list[RunConfig], buffer: ReplayBuffer, env: gym.Env, device: torch.device) -> Agent:
+    """The agent whose members these runs are: TD3Agent, BCAgent or IQLAgent by --agent."""
+    shape = (buffer.obs_dim, buffer.act_dim, env.action_space.low, env.action_space.high)
+    td3, seeds = [c.td3 for c in cfgs], [c.seed for c in cfgs]
+    if cfgs[0].agent == "bc":
+        return BCAgent(*shape, td3, seeds, device)
+    if cfgs[0].agent == "iql":
+        returns = episode_returns(buffer)
+        scale = 1000 / max(returns.max() - returns.min(), 1e-6)  # the paper's reward scaling (iql_agent.py)
+        return IQLAgent(*shape, td3, [c.iql for c in cfgs], seeds, device, advantage_scale=float(scale))
+    return TD3Agent(*shape, td3, seeds, device)
+
+
+def training_buffer(buffer: ReplayBuffer, cfg: RunConfig) -> tuple[ReplayBuffer, dict]:
+    """The transitions the agent trains on: all, or with --bc_top_percent the top episodes; and what was kept."""
+    if cfg.bc_top_percent == 100:
+        return buffer, {}
+    kept = top_episodes(buffer, cfg.bc_top_percent)
+    if len(kept) == 0:
+        raise fail(f"--bc_top_percent {cfg.bc_top_percent:g} keeps none of the dataset's {len(buffer.episode_ends)} "
+                   f"episodes; give at least {100 / len(buffer.episode_ends):.3g}")
+    return kept, {"bc_top_percent_episodes": len(kept.episode_ends), "bc_top_percent_transitions": len(kept)}
+
+
+def build(cfgs: list[RunConfig], launch: LaunchConfig) -> tuple[Group, minari.MinariDataset]:
     """Load the dataset into a replay buffer, build the agent of these runs and their diagnostic samples."""
     cfg = cfgs[0]
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    device = resolve_device(launch.device)
+    if launch.threads:
+        torch.set_num_threads(launch.threads)
     try:
         dataset = load_dataset(cfg.dataset)
         buffer, env = dataset_to_buffer(dataset, device), evaluation_env(dataset)
     except DatasetError as err:  # nothing is trained or written on data that cannot be used
         raise fail(f"--dataset: {err}") from None
-    if cfg.td3.batch_size > len(buffer):
-        raise fail(f"--batch_size {cfg.td3.batch_size} is larger than the dataset ({len(buffer)} transitions); "
-                   f"use at most {len(buffer)}")
-    agent = TD3Agent(buffer.obs_dim, buffer.act_dim, env.action_space.low, env.action_space.high,
-                     [c.td3 for c in cfgs], [c.seed for c in cfgs], device)
+    train_buffer, kept = training_buffer(buffer, cfg)
+    if cfg.td3.batch_size > len(train_buffer):
+        raise fail(f"--batch_size {cfg.td3.batch_size} is larger than the dataset ({len(train_buffer)} transitions); "
+                   f"use at most {len(train_buffer)}")
+    agent = make_agent(cfgs, train_buffer, env, device)
     rows = [np.sort(np.random.default_rng(c.seed).choice(len(buffer), min(DIAGNOSTIC_PAIRS, len(buffer)),
                                                          replace=False)) for c in cfgs]  # each run's own sample
     runs = [Run(c, float(discounted_returns(buffer, r, c.td3.gamma).mean())) for c, r in zip(cfgs, rows)]
     obs, actions, *_ = buffer.split(buffer.data[torch.as_tensor(np.stack(rows), device=device)])
-    return Group(runs, agent, buffer, env, (obs, actions)), dataset
+    return Group(runs, launch, agent, train_buffer, env, (obs, actions), data_kept=kept), dataset
 
 
 def check_members(cfgs: list[RunConfig], what: str) -> None:
@@ -110,26 +139,26 @@ def check_members(cfgs: list[RunConfig], what: str) -> None:
                    f"(bc_weight all numbers or all 'auto', cql_alpha all 0 or all > 0); run them apart")
 
 
-def start(cfgs: list[RunConfig], held: contextlib.ExitStack) -> Group:
+def start(cfgs: list[RunConfig], launch: LaunchConfig, held: contextlib.ExitStack) -> Group:
     """New runs: build them, then make (and hold) each one's folder with its config.json."""
     check_members(cfgs, "runs given together")
-    for c in cfgs:
-        config.check_results_dir(c.results_dir)
-    group, dataset = build(cfgs)
+    config.check_results_dir(launch.results_dir)
+    group, dataset = build(cfgs, launch)
     ref_min, ref_max = reference_scores(dataset)
     for run in group.runs:
         meta = {"flags": config.recorded_flags(run.cfg),
                 "config": config.config_name(run.cfg), "device": str(group.agent.device),
-                "dataset_transitions": len(group.buffer), "ref_min_score": ref_min, "ref_max_score": ref_max}
-        run.dir, lock = run_folder.create(run.cfg, meta)
+                "dataset_transitions": len(group.buffer), "ref_min_score": ref_min, "ref_max_score": ref_max,
+                **group.data_kept}
+        run.dir, lock = run_folder.create(launch.results_dir, run.cfg, meta)
         held.enter_context(lock)
     return group
 
 
-def resume(run_dirs: tuple[str, ...], given: dict, held: contextlib.ExitStack) -> Group | None:
+def resume(launch: LaunchConfig, given: dict, held: contextlib.ExitStack) -> Group | None:
     """--resume: hold each folder, check its flags and checkpoint, rebuild the runs as they were; None if finished."""
-    cfgs, metas, checkpoints = [], [], []
-    for run_dir in run_dirs:
+    cfgs, metas, checkpoints, dirs = [], [], [], []
+    for run_dir in launch.resume:
         meta = run_folder.read_config(run_dir)
         held.enter_context(run_folder.hold(run_dir))
         cfg = run_folder.resumed_config(run_dir, meta, given)
@@ -138,7 +167,7 @@ def resume(run_dirs: tuple[str, ...], given: dict, held: contextlib.ExitStack) -
             print(f"runner.py: {run_dir} is finished (step {checkpoint['step']} of {cfg.total_steps}); nothing to "
                   f"do. A larger --total_steps beside --resume lengthens it.")
             continue
-        cfgs.append(cfg), metas.append(meta), checkpoints.append(checkpoint)
+        cfgs.append(cfg), metas.append(meta), checkpoints.append(checkpoint), dirs.append(run_dir)
     if not cfgs:
         return None
     steps = sorted({c["step"] for c in checkpoints})
@@ -146,8 +175,7 @@ def resume(run_dirs: tuple[str, ...], given: dict, held: contextlib.ExitStack) -
         raise fail(f"--resume: these runs' checkpoints are at different steps ({', '.join(map(str, steps))}); "
                    f"resume the runs of each step together, apart from the others")
     check_members(cfgs, "--resume")
-    group, _ = build(cfgs)
-    dirs = [c.resume[0] for c in cfgs]
+    group, _ = build(cfgs, launch)
     run_folder.restore(dirs, checkpoints, group.agent)
     group.step, group.elapsed = checkpoints[0]["step"], checkpoints[0]["elapsed"]
     for run, run_dir, meta, checkpoint in zip(group.runs, dirs, metas, checkpoints):
@@ -168,7 +196,7 @@ def begun_runs(runs: list[dict], older: frozenset[str] = frozenset()) -> dict[in
     """
     found = {}
     for i, run in enumerate(runs):
-        wanted = config.recorded_flags(config.from_flags(run))
+        wanted = config.recorded_flags(config.from_flags(run)[0])
         parent = run["results_dir"]
         for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
             path = os.path.join(parent, name, "config.json")

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-# Flags that change neither what is learned nor how it is measured: runs differing only here are seeds.
-# They are config.py's label=False flags but `agent` (tests/test_summary.py holds the two together).
-NOT_IN_GROUP_KEY = frozenset({"seed", "seeds", "threads", "ray", "device", "results_dir", "resume",
-                              "video_every", "log_every"})
+# config.json records what a run is (harness/config.py's RunConfig): runs differing only in seed are seeds
+# of one group. (Folders of older versions also recorded how a run was launched; those keys are left out too.)
+NOT_IN_GROUP_KEY = frozenset({"seed", "seeds", "threads", "ray", "device", "results_dir", "resume", "video_every",
+                              "workers"})
 D4RL_HOPPER = (-20.272305, 3234.3)  # D4RL's hopper random and expert returns: the proxy when config.json has none
 BOOTSTRAP_RESAMPLES = 2000
 PROXY = "D4RL hopper proxy"

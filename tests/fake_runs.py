@@ -3,13 +3,14 @@ import csv
 import json
 from pathlib import Path
 
+from harness import config
+
 PROGRESS = ("step", "eval_return_mean", "eval_return_std", "dataset_q", "mc_return", "policy_q", "bc_distance",
             "time_s")
 TRAIN = ("step", "q1", "q2", "target_q", "td_loss", "critic_loss", "ddpg_loss", "bc_loss", "bc_weight", "actor_loss")
 CQL = ("cql_penalty", "cql_logsumexp", "cql_q_random", "cql_q_policy", "cql_q_data", "cql_alpha")
-FLAGS = {"agent": "td3", "total_steps": 3000, "bc_weight": 0.0, "bc_alpha": 2.5, "cql_alpha": 0.0, "hidden": [256, 256],
-         "seed": 0, "seeds": None, "workers": 1, "threads": 0, "lr": 3e-4, "gamma": 0.99, "eval_every": 1000,
-         "eval_episodes": 10, "log_every": 1000, "video_every": 0, "device": "auto", "results_dir": "results"}
+# config.json's "flags" as runner.py records them now
+FLAGS = config.recorded_flags(config.parse(["--total_steps", "3000", "--eval_every", "1000", "--hidden", "256", "256"])[0])
 
 
 def write_run(root: Path, name: str, seed: int = 0, returns=(300.0, 600.0, 900.0), mc_return: float = 280.0,

@@ -3,7 +3,13 @@ import pytest
 import torch
 
 from test_agent import batch, make_agent
+from networks import Actor
 from utils import dataset_to_buffer
+
+
+def actor_of(agent, m: int) -> dict:
+    """Member m's actor weights, as its actor.pt holds them."""
+    return agent.members.member_state(agent.actor, m)
 
 
 @pytest.mark.parametrize("method", [{"bc_weight": [0.0, 10.0, 1.0]}, {"cql_alpha": [1.0, 5.0, 2.0]}])
@@ -13,22 +19,22 @@ def test_member_k_learns_what_a_single_run_with_its_seed_and_weights_learns(tiny
     group = make_agent(seeds=(3, 4, 5), configs=[{name: v} for v in values])
     alone = make_agent(seeds=(4,), configs=[{name: values[1]}])
     for _ in range(6):  # each draws its batches, noise and CQL actions from its own seed's generator
-        together = group.update(*buffer.sample(64, group.generators))
-        single = alone.update(*buffer.sample(64, alone.generators))
+        together = group.update(*buffer.sample(64, group.members.generators))
+        single = alone.update(*buffer.sample(64, alone.members.generators))
         for key, value in single.items():
             torch.testing.assert_close(together[key][1:2], value, rtol=1e-4, atol=1e-5)
-    for mine, theirs in zip(group.actor_state_dict(1).values(), alone.actor_state_dict(0).values()):
+    for mine, theirs in zip(actor_of(group, 1).values(), actor_of(alone, 0).values()):
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
 
 
 def test_members_share_no_gradients():
     agent = make_agent(seeds=(0, 1, 2), cql_alpha=1.0)
     obs, actions, rewards, next_obs, not_done = batch(members=3)
-    q = agent.critic(obs, actions)  # (2, M, B)
-    q[:, 1].sum().backward()  # member 1's Q alone
-    for weight in agent.critic.net.weights:  # slices (Q1 of members 0 1 2, Q2 of members 0 1 2)
+    q1, q2 = agent.critic(obs, actions)  # (M, B) each
+    (q1[1] + q2[1]).sum().backward()  # member 1's Qs alone
+    for weight in agent.critic.net.weights:  # slices: Q1, Q2 of member 0, then of member 1, then of member 2
         touched = weight.grad.flatten(1).abs().sum(dim=1) > 0
-        assert touched.tolist() == [False, True, False, False, True, False]
+        assert touched.tolist() == [False, False, True, True, False, False]
 
 
 def test_a_member_fed_infinities_leaves_the_others_untouched():
@@ -39,9 +45,9 @@ def test_a_member_fed_infinities_leaves_the_others_untouched():
     for _ in range(4):
         clean.update(*data)
         spoiled.update(*bad)
-    assert not torch.isfinite(spoiled.actor_state_dict(0)["net.weights.0"]).all()
+    assert not torch.isfinite(actor_of(spoiled, 0)["net.weights.0"]).all()
     for m in (1, 2):
-        for mine, theirs in zip(spoiled.actor_state_dict(m).values(), clean.actor_state_dict(m).values()):
+        for mine, theirs in zip(actor_of(spoiled, m).values(), actor_of(clean, m).values()):
             assert torch.equal(mine, theirs)
 
 
@@ -63,3 +69,11 @@ def test_members_must_share_everything_but_their_weights():
         make_agent(seeds=(0, 1), configs=[{"lr": 1e-3}, {"lr": 3e-4}])
     with pytest.raises(ValueError):
         make_agent(seeds=(0, 1), configs=[{"cql_alpha": 0.0}, {"cql_alpha": 5.0}])  # CQL on in one only
+
+
+def test_a_members_actor_pt_loads_into_a_plain_one_run_actor_and_acts_as_the_member():
+    agent = make_agent(seeds=(0, 1, 2))
+    obs = batch(members=3)[0]
+    actor = Actor(11, 3, torch.ones(3) * -1, torch.ones(3), hidden=(32, 32))  # the README's two lines
+    actor.load_state_dict(actor_of(agent, 2))
+    torch.testing.assert_close(actor(obs[2]), agent.actor(obs)[2])

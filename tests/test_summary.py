@@ -4,20 +4,15 @@ import pytest
 
 import plot
 from harness import summary
-from harness.config import RunConfig
 from fake_runs import write_run
-from harness.flags import leaf_fields
+from harness import config
 
 
-def test_runs_are_grouped_by_every_flag_but_those_runner_leaves_out_of_a_label():
-    # the twin of config.py's label=False (agent aside: it starts every label, so it is part of the key)
-    outside = {f.name for f in leaf_fields(RunConfig) if not f.metadata["label"]} - {"agent"}
-    assert summary.NOT_IN_GROUP_KEY == outside
-
-
-def test_runs_differing_only_in_seed_threads_or_device_are_one_group_named_by_config(tmp_path):
-    write_run(tmp_path, "td3_bc10", 0, bc_weight=10.0)
-    write_run(tmp_path, "td3_bc10", 1, bc_weight=10.0, threads=4, device="cuda", log_every=500)
+def test_runs_launched_differently_are_seeds_of_one_group_named_by_config(tmp_path):
+    # what runner.py records of two runs of one configuration launched with other threads, devices, folders
+    for seed, argv in ((0, ["--threads", "1"]), (1, ["--threads", "4", "--device", "cpu", "--results_dir", "x"])):
+        recorded = config.recorded_flags(config.parse(["--bc_weight", "10", *argv])[0])
+        write_run(tmp_path, "td3_bc10", seed, **{k: v for k, v in recorded.items() if k != "seed"})
     groups = summary.group_runs(summary.load_runs(str(tmp_path)))
     assert {label: len(runs) for label, runs in groups.items()} == {"td3_bc10": 2}
 
