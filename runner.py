@@ -163,8 +163,9 @@ def training_loop(group: Group, bar: tqdm) -> int:
         if group.step % cfg.log_every == 0 or final:
             rows = log_training(group, means)
             stop_diverged(group, rows)
-            bar.set_postfix(eval_return=" ".join(f"{r.last_return:.0f}" for r in group.runs),
-                            q1=" ".join(f"{row['q1']:.1f}" for row in rows))
+            shown = "q1" if "q1" in rows[0] else "bc_loss"  # BC has no critic
+            bar.set_postfix({"eval_return": " ".join(f"{r.last_return:.0f}" for r in group.runs),
+                             shown: " ".join(f"{row[shown]:.3g}" for row in rows)})
         if group.step % cfg.eval_every == 0 or final:
             evaluation_step(group, clock_start)
         if video_due(group):

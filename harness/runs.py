@@ -101,12 +101,13 @@ def make_agent(cfgs: list[RunConfig], buffer: ReplayBuffer, env: gym.Env, device
 def training_buffer(buffer: ReplayBuffer, cfg: RunConfig) -> tuple[ReplayBuffer, dict]:
     """The transitions the agent trains on: all, or with --bc_top_percent the top episodes; and what was kept."""
     if cfg.bc_top_percent == 100:
-        return buffer, {}
+        return buffer, {"dataset_transitions": len(buffer)}
     kept = top_episodes(buffer, cfg.bc_top_percent)
     if len(kept) == 0:
         raise fail(f"--bc_top_percent {cfg.bc_top_percent:g} keeps none of the dataset's {len(buffer.episode_ends)} "
                    f"episodes; give at least {100 / len(buffer.episode_ends):.3g}")
-    return kept, {"bc_top_percent_episodes": len(kept.episode_ends), "bc_top_percent_transitions": len(kept)}
+    return kept, {"dataset_transitions": len(buffer), "bc_top_percent_episodes": len(kept.episode_ends),
+                  "bc_top_percent_transitions": len(kept)}
 
 
 def build(cfgs: list[RunConfig], launch: LaunchConfig) -> tuple[Group, minari.MinariDataset]:
@@ -148,8 +149,7 @@ def start(cfgs: list[RunConfig], launch: LaunchConfig, held: contextlib.ExitStac
     for run in group.runs:
         meta = {"flags": config.recorded_flags(run.cfg),
                 "config": config.config_name(run.cfg), "device": str(group.agent.device),
-                "dataset_transitions": len(group.buffer), "ref_min_score": ref_min, "ref_max_score": ref_max,
-                **group.data_kept}
+                "ref_min_score": ref_min, "ref_max_score": ref_max, **group.data_kept}
         run.dir, lock = run_folder.create(launch.results_dir, run.cfg, meta)
         held.enter_context(lock)
     return group
