@@ -39,11 +39,3 @@ class BCAgent:
     def diagnostics(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, list[float]]:
         """Per member: the BC distance on a fixed sample (there is no Q to report)."""
         return {"bc_distance": ((self.actor(obs) - actions) ** 2).sum(-1).mean(-1).tolist()}
-
-    def state_dicts(self) -> list[dict]:
-        """Each member's state, to continue its training exactly (networks.Members.state_dicts)."""
-        return self.members.state_dicts(self)
-
-    def load_state_dicts(self, states: list[dict]) -> None:
-        """Inverse of state_dicts(): member m from states[m]."""
-        self.members.load_state_dicts(self, states)

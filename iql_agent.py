@@ -103,11 +103,3 @@ class IQLAgent:
     def diagnostics(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, list[float]]:
         """Per member: Q1 on dataset pairs and on the policy's actions, and the BC distance, on a fixed sample."""
         return critic_diagnostics(self.actor, self.critic, obs, actions)
-
-    def state_dicts(self) -> list[dict]:
-        """Each member's state, to continue its training exactly (networks.Members.state_dicts)."""
-        return self.members.state_dicts(self)
-
-    def load_state_dicts(self, states: list[dict]) -> None:
-        """Inverse of state_dicts(): member m from states[m]."""
-        self.members.load_state_dicts(self, states)

@@ -103,7 +103,7 @@ def save_video(group: Group, m: int) -> None:
 
 def save_checkpoints(group: Group) -> None:
     """Each running member's actor.pt and checkpoint.pt: its networks, optimizer state, generator, progress."""
-    states = group.agent.state_dicts()
+    states = group.agent.members.state_dicts(group.agent)
     for m, run in group.running():
         progress = {"step": group.step, "elapsed": group.elapsed} | {
             name: getattr(run, name) for name in ("last_return", "best_return", "best_step")}

@@ -216,14 +216,6 @@ class TD3Agent:
         """Per member: Q1 on dataset pairs and on the policy's actions, and the BC distance, on a fixed sample."""
         return critic_diagnostics(self.actor, self.critic, obs, actions)
 
-    def state_dicts(self) -> list[dict]:
-        """Each member's state, to continue its training exactly (networks.Members.state_dicts)."""
-        return self.members.state_dicts(self)
-
-    def load_state_dicts(self, states: list[dict]) -> None:
-        """Inverse of state_dicts(): member m from states[m]."""
-        self.members.load_state_dicts(self, states)
-
 
 def step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     """One optimizer step on the members' summed loss: member m's weights get member m's own gradient."""

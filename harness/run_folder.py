@@ -27,7 +27,7 @@ from utils import reason
 
 CONFIG, CHECKPOINT, ACTOR, LOCK = "config.json", "checkpoint.pt", "actor.pt", ".lock"
 LOGS = ("progress.csv", "train.csv")
-# A run's progress as checkpoint.pt holds it, beside "agent": its member's part of TD3Agent.state_dicts(),
+# A run's progress as checkpoint.pt holds it, beside "agent": its member's part of networks.Members.state_dicts(),
 # which holds its random generator's state too (training draws from nothing else).
 PROGRESS = {"step": int, "elapsed": float, "last_return": float, "best_return": float, "best_step": int}
 
@@ -221,7 +221,7 @@ def read_checkpoint(run_dir: str) -> dict:
 def restore(run_dirs: list[str], states: list[dict], agent) -> None:
     """Load the agent, member m from states[m] (read_checkpoint() of run_dirs[m])."""
     try:
-        agent.load_state_dicts([state["agent"] for state in states])
+        agent.members.load_state_dicts(agent, [state["agent"] for state in states])
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
         where = os.path.join(run_dirs[0], CHECKPOINT) if len(run_dirs) == 1 else \
             f"the {CHECKPOINT} of {', '.join(run_dirs)}"

@@ -56,9 +56,9 @@ def test_member_states_restore_each_member_in_any_order():
     data = batch(members=2)
     for _ in range(3):
         agent.update(*data)
-    states = agent.state_dicts()
+    states = agent.members.state_dicts(agent)
     swapped = make_agent(seeds=(7, 8), configs=[{"bc_weight": 10.0}, {"bc_weight": 0.0}], cql_alpha=1.0)
-    swapped.load_state_dicts([states[1], states[0]])
+    swapped.members.load_state_dicts(swapped, [states[1], states[0]])
     after, after_swapped = agent.update(*data), swapped.update(*(t.flip(0) for t in data))
     for key, value in after.items():
         assert torch.equal(after_swapped[key], value.flip(0))

@@ -58,7 +58,7 @@ def test_a_checkpoint_loads_with_weights_only_and_restores_the_agent_and_its_gen
     agent = make_agent(0)
     agent.update(*(t[None] for t in (torch.rand(4, 3), torch.rand(4, 1), torch.rand(4), torch.rand(4, 3),
                                      torch.ones(4))))  # Adam now holds moments, part of the state
-    run_folder.save_checkpoint(str(tmp_path), PROGRESS, agent.state_dicts()[0])
+    run_folder.save_checkpoint(str(tmp_path), PROGRESS, agent.members.state_dicts(agent)[0])
     expected = agent.members.rand(2).tolist()  # the draws the run would make next
     torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # no allow-list needed
     state = run_folder.read_checkpoint(str(tmp_path))
@@ -86,7 +86,7 @@ def test_a_checkpoint_from_before_members_is_refused_as_another_versions(tmp_pat
 ])
 def test_a_checkpoint_of_the_wrong_shape_is_refused_saying_what_is_wrong(tmp_path, damage, why):
     agent = make_agent(0)
-    run_folder.save_checkpoint(str(tmp_path), PROGRESS, agent.state_dicts()[0])
+    run_folder.save_checkpoint(str(tmp_path), PROGRESS, agent.members.state_dicts(agent)[0])
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     torch.save(damage(state), tmp_path / "checkpoint.pt")
     with pytest.raises(RunFolderError, match=f"checkpoint.pt cannot be restored \\({why}\\)"):
