@@ -62,17 +62,6 @@ def test_roofline_calls_compute_the_products_they_stand_for():
         torch.testing.assert_close(product, call.args[0] @ call.args[1])
 
 
-def test_the_results_set_evaluates_every_10k_updates_and_the_sweep_every_5k():
-    assert [group.evaluations() for group in estimate.RESULTS] == [10, 10, 10, 10, 6]
-    assert [group.members for group in estimate.RESULTS] == [3, 3, 3, 3, 4]
-
-
-def test_schedule_puts_the_longest_group_first_on_the_lane_that_frees_first():
-    placed = estimate.schedule([2, 3, 2, 3, 2])
-    assert placed == [(0, 3), (0, 0), (1, 3), (1, 0), (0, 5)]
-    assert estimate.wall_clock([2, 3, 2, 3, 2]) == 7
-
-
 def test_evaluation_timing_counts_the_env_steps_the_episodes_took():
     env = gym.make("Hopper-v5")
     full_throttle = SimpleNamespace(members=2, act=lambda obs: np.ones(obs.shape[:2] + (3,)))
@@ -92,8 +81,6 @@ def test_benchmark_prints_a_row_per_method_and_members_and_the_estimate(tiny_dat
     out = capsys.readouterr().out.splitlines()
     rows = [line.split() for line in out if line.split()[:1] and line.split()[0] in bench.METHODS]
     assert [(row[0], int(row[1])) for row in rows] == [(m, n) for m in bench.METHODS for n in (1, 2)]
-    for row in rows:  # member-updates/s = updates/s x M, up to the rounding of updates/s
-        assert abs(int(row[3]) - int(row[2]) * int(row[1])) <= int(row[1])
     assert sum(line.startswith(group.label) for line in out for group in estimate.RESULTS) == len(estimate.RESULTS)
     assert sum(line.startswith("estimated wall-clock of the Results set: ") for line in out) == 1
 
@@ -129,28 +116,3 @@ def test_against_head_prints_one_ratio_per_method(tiny_dataset, capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("against HEAD: ")]
     assert [line.split()[2] for line in lines] == list(bench.METHODS)
     assert all("x as fast at M = 1 (quartiles " in line for line in lines)
-
-
-SINGLE = "53b1660"  # the last revision before members: TD3Agent(..., config, device), (B, ...) batches
-has_single = in_git and subprocess.run(["git", "-C", bench.REPO, "cat-file", "-e",
-                                        f"{SINGLE}^{{commit}}"]).returncode == 0
-
-
-@pytest.mark.skipif(not has_single, reason=f"needs commit {SINGLE} in the git history")
-def test_against_the_last_single_run_revision_times_every_method(tiny_dataset, capsys):
-    assert bench.main(["--against", SINGLE, *TINY]) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"against {SINGLE}: ")]
-    assert [line.split()[2] for line in lines] == list(bench.METHODS)
-    assert all("x as fast at M = 1" in line for line in lines)
-
-
-OLD = "062c77b"  # the oneDNN MLP, and a TD3Config without cql_uniform_only
-has_old = in_git and subprocess.run(["git", "-C", bench.REPO, "cat-file", "-e", f"{OLD}^{{commit}}"]).returncode == 0
-
-
-@pytest.mark.skipif(not has_old, reason=f"needs commit {OLD} in the git history")
-def test_against_a_revision_without_cql_uniform_only_times_td3_and_skips_cql(tiny_dataset, capsys):
-    assert bench.main(["--against", OLD, *TINY]) == 0
-    lines = {line.split()[2]: line for line in capsys.readouterr().out.splitlines() if line.startswith("against ")}
-    assert all("x as fast" in lines[name] for name in ("td3", "td3_bc"))
-    assert all("skipped: its TD3Config has no cql_uniform_only" in lines[name] for name in ("cql", "cql_uniform"))
