@@ -10,8 +10,8 @@ with --critic_layernorm, BC and IQL, each for M = 1 and several members trained 
 agent (networks.py: one batched matmul per layer for all members): updates/s, and member-updates/s
 = updates/s x M. Beside each it prints the matmul roofline: the update's matrix products alone, as
 plain torch.bmm calls on the same shapes (no bias, ReLU, loss, optimizer or Python around them).
-Last, from 1-thread timings of the update and of an evaluation, the estimated wall-clock of the
-Results set (estimate.py).
+Then BC's and IQL's updates/s over TD3+BC's, against issue 22's targets. Last, from 1-thread
+timings of the update and of an evaluation, the estimated wall-clock of the Results set (estimate.py).
 The second times this tree's update step of the TD3 methods against the one of git revision REV,
 in one process, at M = 1 and 3 (--members).
 """
@@ -45,6 +45,8 @@ TD3_METHODS = {"td3": {}, "td3_bc": {"bc_weight": 10.0}, "cql": {"cql_alpha": 5.
                "cql_uniform": {"cql_alpha": 5.0, "cql_uniform_only": True}, "td3_ln": {"critic_layernorm": True}}
 METHODS = {name: RunConfig(td3=TD3Config(**fields)) for name, fields in TD3_METHODS.items()} | {
     "bc": RunConfig(agent="bc"), "iql": RunConfig(agent="iql")}
+# issue 22: BC's updates/s at least 3x TD3+BC's, IQL's at least 0.7x, at M = 1 and 3
+TARGETS, TARGET_BASELINE, TARGET_MEMBERS = {"bc": 3.0, "iql": 0.7}, "td3_bc", (1, 3)
 Key = tuple[str, int]  # (method, members)
 
 
@@ -133,6 +135,24 @@ def print_updates(seconds: dict[Key, tuple[list[float], list[float]]], batch: in
               f"{1 / statistics.median(roofline_s):>18.0f} {share:>12.0%} {gflop:>12.4f}")
 
 
+def print_targets(seconds: dict[Key, tuple[list[float], list[float]]]) -> None:
+    """BC's and IQL's updates/s over TD3+BC's at each M, from the same rounds; met or missed at TARGET_MEMBERS."""
+    timed = sorted({members for _, members in seconds})
+    for method, target in TARGETS.items():
+        for members in timed:
+            ours, baseline = seconds[method, members][0], seconds[TARGET_BASELINE, members][0]
+            ratios = [base_s / our_s for base_s, our_s in zip(baseline, ours)]  # round by round
+            low_q, median, high_q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+            verdict = ""
+            if members in TARGET_MEMBERS:
+                verdict = f"; issue 22's target >= {target:g}x: {'met' if median >= target else 'MISSED'}"
+            print(f"{method} over {TARGET_BASELINE} at M = {members}: {median:.2f}x the updates/s (quartiles "
+                  f"{low_q:.2f}-{high_q:.2f} over {len(ratios)} rounds){verdict}")
+    unchecked = [str(m) for m in TARGET_MEMBERS if m not in timed]
+    if unchecked:
+        print(f"issue 22's targets not checked at M = {' and '.join(unchecked)}: not in --members")
+
+
 def one_thread_rates(args: argparse.Namespace, buffer: ReplayBuffer, env,
                      measured: dict[Key, list[float]]) -> dict[Key, float]:
     """The 1-thread updates/s of each (method, members) the estimate needs: those in `measured`
@@ -210,6 +230,7 @@ def run_benchmark(args: argparse.Namespace, dataset) -> None:
           f"alone as torch.bmm on the same shapes")
     timed = bench_updates(agents, buffer, args.batch_size, args.rounds)
     print_updates(timed, args.batch_size, buffer.obs_dim, buffer.act_dim, hidden)
+    print_targets(timed)
     run_estimate(args, buffer, env, {key: update_s for key, (update_s, _) in timed.items()}, load_s)
 
 

@@ -1,6 +1,7 @@
 """bench.py: its matmul count is the one torch counts in a real update of M members, its roofline
-computes those products, it prints a row per method and M and the Results set's estimate, and
---against reads its value as a git revision only and times each method at M = 1 and 3."""
+computes those products, it prints a row per method and M, BC's and IQL's ratios to TD3+BC and the
+Results set's estimate, and --against reads its value as a git revision only and times each method
+at M = 1 and 3."""
 import importlib.util
 import os
 import re
@@ -85,12 +86,20 @@ def test_evaluation_timing_counts_the_env_steps_the_episodes_took():
     assert steps == expected
 
 
-def test_benchmark_prints_a_row_per_method_and_members_and_the_estimate(tiny_dataset, capsys):
+def test_benchmark_prints_a_row_per_method_and_members_the_target_ratios_and_the_estimate(tiny_dataset, capsys):
     assert bench.main([*TINY, "--threads", "1", "--members", "1", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     rows = [row for row in map(str.split, out) if len(row) > 1 and row[0] in bench.METHODS and row[1].isdigit()]
     assert [(row[0], int(row[1])) for row in rows] == [(m, n) for m in bench.METHODS for n in (1, 2)]
     assert {"bc", "iql", "td3_ln"} <= {row[0] for row in rows}
+    rate = {(row[0], int(row[1])): int(row[2]) for row in rows}
+    ratios = [re.fullmatch(r"(\w+) over td3_bc at M = (\d): ([\d.]+)x the updates/s \(quartiles .*\)(.*)", line)
+              for line in out if " over td3_bc at M = " in line]
+    assert [(r[1], int(r[2])) for r in ratios] == [(m, n) for m in ("bc", "iql") for n in (1, 2)]
+    for r in ratios:  # one round: the ratio is the table's, up to the rounding of its updates/s
+        assert float(r[3]) == pytest.approx(rate[r[1], int(r[2])] / rate["td3_bc", int(r[2])], rel=0.02)
+        assert re.fullmatch(r"; issue 22's target >= [\d.]+x: (met|MISSED)" if r[2] == "1" else "", r[4])
+    assert "issue 22's targets not checked at M = 3: not in --members" in out
     assert sum(line.startswith(group.label) for line in out for group in estimate.RESULTS) == len(estimate.RESULTS)
     assert sum(line.startswith("estimated wall-clock of the Results set: ") for line in out) == 1
 
