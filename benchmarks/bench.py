@@ -5,15 +5,18 @@ estimated wall-clock of the Results set.
     MINARI_DATASETS_PATH=../shared/minari python benchmarks/bench.py --against HEAD~1
 
 The first times loading the dataset into the replay buffer, then the update step of TD3, TD3+BC
-(bc_weight 10), CQL (cql_alpha 5; uniform and policy actions) and CQL with uniform actions only,
-each for M = 1 and several members trained side by side in one agent (networks.py: one batched
-matmul per layer for all members): updates/s, and member-updates/s = updates/s x M. Beside each it
-prints the matmul roofline: the update's matrix products alone, as plain torch.bmm calls on the
-same shapes (no bias, ReLU, loss, optimizer or Python around them). Last, from 1-thread timings of
-the update and of an evaluation, the estimated wall-clock of the Results set (estimate.py).
-The second times this tree's update step of one run against the one of git revision REV, in one process.
+(bc_weight 10), CQL (cql_alpha 5; uniform and policy actions), CQL with uniform actions only, TD3
+with --critic_layernorm, BC and IQL, each for M = 1 and several members trained side by side in one
+agent (networks.py: one batched matmul per layer for all members): updates/s, and member-updates/s
+= updates/s x M. Beside each it prints the matmul roofline: the update's matrix products alone, as
+plain torch.bmm calls on the same shapes (no bias, ReLU, loss, optimizer or Python around them).
+Then BC's and IQL's updates/s over TD3+BC's, against issue 22's targets. Last, from 1-thread
+timings of the update and of an evaluation, the estimated wall-clock of the Results set (estimate.py).
+The second times this tree's update step of the TD3 methods against the one of git revision REV,
+in one process, at M = 1 and 3 (--members).
 """
 import argparse
+import dataclasses
 import gc
 import os
 import statistics
@@ -21,35 +24,46 @@ import sys
 import threading
 import time
 
-import numpy as np
 import torch
 
 # `python benchmarks/bench.py` puts benchmarks/ on sys.path; the modules it times live one level up.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from td3_agent import TD3Agent, TD3Config  # noqa: E402
+from harness.config import RunConfig  # noqa: E402
+from harness.runs import Agent, make_agent  # noqa: E402
+from td3_agent import TD3Config  # noqa: E402
 from utils import DatasetError, ReplayBuffer, dataset_to_buffer, load_dataset  # noqa: E402
 
 import estimate  # noqa: E402  (benchmarks/estimate.py, and so on)
 from against import bench_against, load_against  # noqa: E402
-from roofline import roofline_calls, update_gflop, update_matmuls  # noqa: E402
+from roofline import actor_period, roofline_calls, update_gflop, update_matmuls  # noqa: E402
 from timing import seconds_per_call, updater, window_steps  # noqa: E402
 
-METHODS = {"td3": {}, "td3_bc": {"bc_weight": 10.0}, "cql": {"cql_alpha": 5.0, "cql_uniform_only": False},
-           "cql_uniform": {"cql_alpha": 5.0, "cql_uniform_only": True}}
+# the TD3 methods by the TD3Config fields that make them (--against needs a revision that has them all)
+TD3_METHODS = {"td3": {}, "td3_bc": {"bc_weight": 10.0}, "cql": {"cql_alpha": 5.0, "cql_uniform_only": False},
+               "cql_uniform": {"cql_alpha": 5.0, "cql_uniform_only": True}, "td3_ln": {"critic_layernorm": True}}
+METHODS = {name: RunConfig(td3=TD3Config(**fields)) for name, fields in TD3_METHODS.items()} | {
+    "bc": RunConfig(agent="bc"), "iql": RunConfig(agent="iql")}
+# issue 22: BC's updates/s at least 3x TD3+BC's, IQL's at least 0.7x, at M = 1 and 3
+TARGETS, TARGET_BASELINE, TARGET_MEMBERS = {"bc": 3.0, "iql": 0.7}, "td3_bc", (1, 3)
 Key = tuple[str, int]  # (method, members)
 
 
-def build_agent(key: Key, buffer: ReplayBuffer, low: np.ndarray, high: np.ndarray,
-                hidden: tuple[int, ...]) -> TD3Agent:
-    """An agent of `members` members of `method` (seeds 0 .. members - 1) at init."""
+def method_run(method: str, hidden: tuple[int, ...]) -> RunConfig:
+    """The RunConfig of `method` at these hidden widths (seed 0)."""
+    run = METHODS[method]
+    return dataclasses.replace(run, td3=dataclasses.replace(run.td3, hidden=hidden))
+
+
+def build_agent(key: Key, buffer: ReplayBuffer, env, hidden: tuple[int, ...]) -> Agent:
+    """An agent of `members` members of `method` (seeds 0 .. members - 1) at init, as runner.py builds it."""
     method, members = key
-    configs = [TD3Config(**METHODS[method], hidden=hidden)] * members
-    return TD3Agent(buffer.obs_dim, buffer.act_dim, low, high, configs, list(range(members)), torch.device("cpu"))
+    runs = [dataclasses.replace(method_run(method, hidden), seed=seed) for seed in range(members)]
+    return make_agent(runs, buffer, env, torch.device("cpu"))
 
 
-def bench_updates(agents: dict[Key, TD3Agent], buffer: ReplayBuffer, batch: int,
+def bench_updates(agents: dict[Key, Agent], buffer: ReplayBuffer, batch: int,
                   rounds: int) -> dict[Key, tuple[list[float], list[float]]]:
     """Per agent, the seconds per update (of all its members) of each round: the update's, and its matmul roofline's.
 
@@ -57,12 +71,14 @@ def bench_updates(agents: dict[Key, TD3Agent], buffer: ReplayBuffer, batch: int,
     number of updates, so a slow spell of the machine hits agents and rooflines alike.
     """
     windows, seconds = {}, {key: ([], []) for key in agents}
-    for key, agent in agents.items():
-        delay = agent.cfg.policy_delay
-        every, actor_step = update_matmuls(agent.cfg, batch, buffer.obs_dim, buffer.act_dim, agent.members)
-        calls = roofline_calls(every * delay + actor_step)  # the matmuls of policy_delay updates
+    for (method, members), agent in agents.items():
+        run = method_run(method, agent.cfg.hidden)
+        delay = actor_period(run)
+        every, actor_step = update_matmuls(run, batch, buffer.obs_dim, buffer.act_dim, members)
+        calls = roofline_calls(every * delay + actor_step)  # the matmuls of `delay` updates
         update = updater(agent, buffer, batch)
-        windows[key] = (update, lambda calls=calls: [call() for call in calls], window_steps(update, delay), delay)
+        windows[method, members] = (update, lambda calls=calls: [call() for call in calls],
+                                    window_steps(update, delay), delay)
     for _ in range(rounds):
         for key, (update, roofline, steps, delay) in windows.items():
             seconds[key][0].append(seconds_per_call(update, steps))
@@ -113,17 +129,35 @@ def print_updates(seconds: dict[Key, tuple[list[float], list[float]]], batch: in
           f"{'matmul share':>12} {'GFLOP/update':>12}")
     for (method, members), (update_s, roofline_s) in seconds.items():
         rate = 1 / statistics.median(update_s)
-        gflop = update_gflop(TD3Config(**METHODS[method], hidden=hidden), batch, obs_dim, act_dim, members)
+        gflop = update_gflop(method_run(method, hidden), batch, obs_dim, act_dim, members)
         share = statistics.median(r / u for r, u in zip(roofline_s, update_s))
         print(f"{method:12} {members:>2} {rate:>9.0f} {rate * members:>16.0f} "
               f"{1 / statistics.median(roofline_s):>18.0f} {share:>12.0%} {gflop:>12.4f}")
+
+
+def print_targets(seconds: dict[Key, tuple[list[float], list[float]]]) -> None:
+    """BC's and IQL's updates/s over TD3+BC's at each M, from the same rounds; met or missed at TARGET_MEMBERS."""
+    timed = sorted({members for _, members in seconds})
+    for method, target in TARGETS.items():
+        for members in timed:
+            ours, baseline = seconds[method, members][0], seconds[TARGET_BASELINE, members][0]
+            ratios = [base_s / our_s for base_s, our_s in zip(baseline, ours)]  # round by round
+            low_q, median, high_q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+            verdict = ""
+            if members in TARGET_MEMBERS:
+                verdict = f"; issue 22's target >= {target:g}x: {'met' if median >= target else 'MISSED'}"
+            print(f"{method} over {TARGET_BASELINE} at M = {members}: {median:.2f}x the updates/s (quartiles "
+                  f"{low_q:.2f}-{high_q:.2f} over {len(ratios)} rounds){verdict}")
+    unchecked = [str(m) for m in TARGET_MEMBERS if m not in timed]
+    if unchecked:
+        print(f"issue 22's targets not checked at M = {' and '.join(unchecked)}: not in --members")
 
 
 def one_thread_rates(args: argparse.Namespace, buffer: ReplayBuffer, env,
                      measured: dict[Key, list[float]]) -> dict[Key, float]:
     """The 1-thread updates/s of each (method, members) the estimate needs: those in `measured`
     (seconds per update at 1 thread), the others timed now (torch.set_num_threads(1) must be in force)."""
-    missing = {key: build_agent(key, buffer, env.action_space.low, env.action_space.high, tuple(args.hidden))
+    missing = {key: build_agent(key, buffer, env, tuple(args.hidden))
                for key in sorted(estimate.needed() - set(measured))}
     if missing:
         print(f"timing the update at 1 thread for the estimate: {', '.join(f'{m} M={n}' for m, n in missing)}")
@@ -141,8 +175,7 @@ def run_estimate(args: argparse.Namespace, buffer: ReplayBuffer, env, measured: 
     limit = env.spec.max_episode_steps
     evals = {}
     for members in sorted({group.members for group in estimate.RESULTS}):
-        agent = build_agent(("td3_bc", members), buffer, env.action_space.low, env.action_space.high,
-                            tuple(args.hidden))
+        agent = build_agent(("td3_bc", members), buffer, env, tuple(args.hidden))
         evals[members] = timing = estimate.time_evaluation(agent, env)
         print(f"evaluation, M={members}, {estimate.EVAL_EPISODES} episodes per member side by side, TD3+BC's "
               f"actors at init, 1 thread: {timing.seconds:.2f} s ({timing.episode_steps:.0f} steps per episode; "
@@ -164,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=128, help="transitions per update (default: 128)")
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128],
                         help="hidden layer widths of actor and critics (default: 128 128; TD3+BC's paper: 256 256)")
-    parser.add_argument("--members", type=int, nargs="+", default=[1, 3, 6],
-                        help="numbers of members M trained side by side to time the update at (default: 1 3 6)")
+    parser.add_argument("--members", type=int, nargs="+", default=None,
+                        help="numbers of members M trained side by side to time the update at "
+                             "(default: 1 3 6; with --against 1 3)")
     parser.add_argument("--rounds", type=int, default=20,
                         help="timed windows of about 0.1 s per method and M, or window pairs with --against "
                              "(default: 20)")
@@ -173,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"torch CPU threads for the update table (default: torch's choice, "
                              f"{torch.get_num_threads()} here); the estimate always times at 1 thread")
     parser.add_argument("--against", metavar="REV", default=None,
-                        help="instead: this tree's update step of one run (M = 1) against the one of git revision "
-                             "REV (e.g. HEAD~1), in alternating windows in one process")
+                        help="instead: this tree's update step of TD3, TD3+BC, CQL, CQL uniform-only and TD3 "
+                             "with LayerNorm against the one of git revision REV (e.g. HEAD~1), at each --members, "
+                             "in alternating windows in one process")
     return parser
 
 
@@ -187,14 +222,15 @@ def run_benchmark(args: argparse.Namespace, dataset) -> None:
           f"cache (median of loads 2-{len(seconds)}; first load {seconds[0]:.2f} s); buffer {buffer_mb:.0f} MB, "
           f"peak extra memory {statistics.median(peaks):.0f} MB system-wide (median of {len(peaks)} loads)")
     env = dataset.recover_environment(eval_env=True)
-    low, high, hidden = env.action_space.low, env.action_space.high, tuple(args.hidden)
-    agents = {(method, members): build_agent((method, members), buffer, low, high, hidden)
+    hidden = tuple(args.hidden)
+    agents = {(method, members): build_agent((method, members), buffer, env, hidden)
               for method in METHODS for members in sorted(set(args.members))}
     print(f"update step, {torch.get_num_threads()} thread(s): median of {args.rounds} rounds of a ~0.1 s window "
           f"each; M members per update, so member-updates/s = updates/s x M; roofline: the update's matmuls "
           f"alone as torch.bmm on the same shapes")
     timed = bench_updates(agents, buffer, args.batch_size, args.rounds)
     print_updates(timed, args.batch_size, buffer.obs_dim, buffer.act_dim, hidden)
+    print_targets(timed)
     run_estimate(args, buffer, env, {key: update_s for key, (update_s, _) in timed.items()}, load_s)
 
 
@@ -202,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     """Parse flags, check the revision and the dataset, run; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.members is None:
+        args.members = [1, 3] if args.against is not None else [1, 3, 6]
     given = {"batch_size": [args.batch_size], "rounds": [args.rounds], "hidden": args.hidden,
              "members": args.members, "threads": [] if args.threads is None else [args.threads]}
     for flag, values in given.items():
@@ -225,8 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     buffer = dataset_to_buffer(dataset, torch.device("cpu"))
     space = dataset.action_space
-    summary = bench_against(old, args.against, METHODS, buffer, space.low, space.high, args.batch_size,
-                            tuple(args.hidden), args.rounds)
+    methods = {name: fields | {"hidden": tuple(args.hidden)} for name, fields in TD3_METHODS.items()}
+    summary = bench_against(old, args.against, methods, sorted(set(args.members)), buffer, space.low, space.high,
+                            args.batch_size, args.rounds)
     print(f"summary: this tree against {args.against}: {'; '.join(summary)}")
     return 0
 

@@ -8,6 +8,7 @@ and one dataset load; the groups are then laid on 2 lanes, longest first.
 """
 import statistics
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import gymnasium as gym
@@ -58,8 +59,9 @@ def needed() -> set[tuple[str, int]]:
     return {(group.method, group.members) for group in RESULTS}
 
 
-def evaluate_once(agent: TD3Agent, env: gym.Env) -> tuple[float, float, int]:
-    """Seconds of one `evaluate` with the agent's actor, seconds before its first policy call, and env steps taken.
+def evaluate_once(act: Callable[[np.ndarray], np.ndarray], members: int, env: gym.Env) -> tuple[float, float, int]:
+    """Seconds of one `evaluate` of `members` policies (act: (M, n, obs_dim) -> (M, n, act_dim)), seconds
+    before its first policy call, and env steps taken.
 
     evaluate steps only the running episodes, in place in the (M, n, obs_dim) array it hands the
     policy each time; so the rows that changed between two calls (or after the last) are env steps.
@@ -75,17 +77,17 @@ def evaluate_once(agent: TD3Agent, env: gym.Env) -> tuple[float, float, int]:
         else:
             seen["steps"] += stepped()
         seen["live"], seen["copy"] = obs, obs.copy()
-        return agent.act(obs)
+        return act(obs)
     start = time.perf_counter()
-    evaluate(policy, env, EVAL_EPISODES, seeds=list(range(agent.members)))
+    evaluate(policy, env, EVAL_EPISODES, seeds=list(range(members)))
     end = time.perf_counter()
     return end - start, seen["first"] - start, seen["steps"] + stepped()
 
 
 def time_evaluation(agent: TD3Agent, env: gym.Env, repeats: int = 5) -> EvalTiming:
     """EvalTiming of the agent's actor (medians over `repeats` calls)."""
-    calls = [evaluate_once(agent, env) for _ in range(repeats)]
-    episodes = agent.members * EVAL_EPISODES
+    calls = [evaluate_once(agent.actor.act, agent.members.count, env) for _ in range(repeats)]
+    episodes = agent.members.count * EVAL_EPISODES
     return EvalTiming(statistics.median(s for s, _, _ in calls), statistics.median(f for _, f, _ in calls),
                       statistics.median((s - f) / n for s, f, n in calls), statistics.median(n for _, _, n in calls)
                       / episodes)

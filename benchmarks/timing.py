@@ -6,7 +6,7 @@ thing in turn, round after round, in one process, and take medians over the roun
 import time
 from collections.abc import Callable
 
-from td3_agent import TD3Agent
+from harness.runs import Agent
 from utils import ReplayBuffer
 
 WINDOW_S = 0.1  # seconds of updates per timed window
@@ -20,9 +20,9 @@ def seconds_per_call(call: Callable[[], object], repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def updater(agent: TD3Agent, buffer: ReplayBuffer, batch: int) -> Callable[[], object]:
+def updater(agent: Agent, buffer: ReplayBuffer, batch: int) -> Callable[[], object]:
     """One update of all of `agent`'s members, each on a fresh batch of its own (sampling included), as a call."""
-    return lambda: agent.update(*buffer.sample(batch, agent.generators))
+    return lambda: agent.update(*buffer.sample(batch, agent.members.generators))
 
 
 def window_steps(update: Callable[[], object], policy_delay: int) -> int:
