@@ -31,10 +31,22 @@ def flag(default: Any, help: str, *, low: float | None = None, high: float | Non
     return dataclasses.field(default=default, metadata=metadata)
 
 
+# Other names of flags, accepted beside their own: the homework handout's. A value given under an
+# alias is parsed, checked and recorded under the flag's own name.
+ALIASES = {"bc_weight": ("alpha_reg",)}
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors, `runner.py: error: <where>...`, exit status 2."""
+    """argparse with one-line errors, `runner.py: error: <where>...`, exit status 2, and whole flag names only.
+
+    No abbreviations: argparse would take --total_step for --total_steps, and a sweep's own
+    flags would swallow the abbreviation of a runner flag.
+    """
 
     where = ""  # what the values came from, when not the command line: 'results/x/config.json: '
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {self.where}{message}\n")
@@ -143,7 +155,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, given_only: bool = Fal
             options |= dict(type=value_parser(f), nargs="+" if is_list(f) else None, choices=meta["choices"],
                             metavar="|".join((metavar, *meta["also"])) if not meta["choices"] else None,
                             required=required)
-        group.add_argument(f"--{f.name}", **options)
+        group.add_argument(f"--{f.name}", *(f"--{alias}" for alias in ALIASES.get(f.name, ())), **options)
 
 
 def build(cls: type, values: dict) -> Any:
