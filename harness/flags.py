@@ -155,7 +155,15 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, given_only: bool = Fal
             options |= dict(type=value_parser(f), nargs="+" if is_list(f) else None, choices=meta["choices"],
                             metavar="|".join((metavar, *meta["also"])) if not meta["choices"] else None,
                             required=required)
-        group.add_argument(f"--{f.name}", *(f"--{alias}" for alias in ALIASES.get(f.name, ())), **options)
+        aliases = ALIASES.get(f.name, ())
+        if not aliases:
+            group.add_argument(f"--{f.name}", **options)
+            continue
+        # each name its own option, so that an error names the one typed; at most one of them given
+        either = group.add_mutually_exclusive_group(required=options.pop("required", False))
+        either.add_argument(f"--{f.name}", **options)
+        for alias in aliases:
+            either.add_argument(f"--{alias}", **options | dict(dest=f.name, help=f"the same as --{f.name}"))
 
 
 def build(cls: type, values: dict) -> Any:

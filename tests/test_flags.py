@@ -34,8 +34,13 @@ def test_alpha_reg_the_handouts_name_is_bc_weight():
     assert config.config_name(by_alias) == "td3_bc_weight=10"
 
 
-def test_help_names_alpha_reg_beside_bc_weight():
-    assert "--bc_weight X|auto, --alpha_reg X|auto" in config.build_parser().format_help()
+def test_alpha_reg_is_listed_under_bc_weight_and_an_error_names_the_name_typed(capsys):
+    assert "--alpha_reg X|auto    the same as --bc_weight" in config.build_parser().format_help()
+    for argv, named in ((["--alpha_reg", "x"], "--alpha_reg"), (["--alpha_reg", "1", "--bc_weight", "2"], "--bc_weight")):
+        with pytest.raises(SystemExit):
+            config.parse(argv)
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"runner.py: error: argument {named}: "), err
 
 
 def test_the_sweep_takes_its_values_as_alpha_reg_too():
