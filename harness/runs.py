@@ -22,6 +22,7 @@ from harness.config import RunConfig
 from td3_agent import TD3Agent
 from utils import (DatasetError, ReplayBuffer, dataset_to_buffer, discounted_returns, evaluation_env, load_dataset,
                    reference_scores)
+from utils import behaviour_return
 
 DIAGNOSTIC_PAIRS = 1000  # dataset (s, a) pairs on which Q, MC return and BC distance are tracked
 
@@ -121,6 +122,7 @@ def start(cfgs: list[RunConfig], held: contextlib.ExitStack) -> Group:
         meta = {"flags": config.recorded_flags(run.cfg),
                 "config": config.config_name(run.cfg), "device": str(group.agent.device),
                 "dataset_transitions": len(group.buffer), "ref_min_score": ref_min, "ref_max_score": ref_max}
+        meta |= behaviour_return(group.buffer)  # the dataset's own return: plot.py's behaviour-policy line
         run.dir, lock = run_folder.create(run.cfg, meta)
         held.enter_context(lock)
     return group
