@@ -5,8 +5,12 @@
 
 Runs are read and grouped into configurations by summary.py (seeds of one configuration together,
 labelled by runner.py's label or the flags that differ). Each seed is a thin line, the mean over
-seeds bold, the band the min-max over seeds. The summary table (summary.py) gives each group's
-interquartile mean (IQM) over seeds with a 95% percentile-bootstrap interval.
+seeds bold, the band the min-max over seeds; a curve of one point is a marker. Grey lines: the
+behaviour policy's return (config.json's, from the dataset) beside the evaluation return, the
+Monte-Carlo return of the dataset pairs beside their Q. Every column of the CSV files gets a panel,
+those named below in shared ones; a training metric that stayed constant gets none (the title gives
+its value). The summary table (summary.py) gives each group's interquartile mean (IQM) over seeds
+with a 95% percentile-bootstrap interval.
 """
 import argparse
 import csv
@@ -14,6 +18,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 from functools import reduce
 
 import matplotlib
@@ -28,29 +33,39 @@ from harness.summary import (SUMMARY_COLUMNS, PlotError, Run, completion, group_
 
 SYMLOG_DECADES = 3  # an "auto" axis whose |values| span more orders of magnitude than this turns symlog
 SEED_WIDTH, MEAN_WIDTH = 0.7, 2.0
+LABEL_WIDTH, TITLE_WIDTH = 40, 46  # characters per line of a legend label, of a panel title; longer ones wrap
 STEP_LABEL = "training step (gradient updates)"
 CAPTION = "thin: each seed, bold: mean over the steps all seeds reached, band: min-max over seeds"
-# (title, metrics, y-scale): "log" for squared losses, "auto" turns symlog when values span decades
+BOTH_CRITICS = "summed over both critics"
+# (title, metrics, y-scale): "log" for squared losses, "auto" turns symlog when values span decades.
+# A column no panel names gets one of its own (title: its name), so a new metric needs no entry here.
 RETURN_PANELS = (("eval_return_mean (undiscounted episode return)", ("eval_return_mean",), "linear"),)
-Q_PANELS = (("dataset_q: mean Q1 on dataset (s, a)", ("dataset_q",), "auto"),
-            ("policy_q: mean Q1 on (s, policy(s))", ("policy_q",), "auto"))
+Q_PANELS = (("dataset_q: mean Q1(s, a) on dataset pairs, grey: the MC return of those pairs", ("dataset_q",), "auto"),
+            ("policy_q: mean Q1(s, mu(s)) on the same states", ("policy_q",), "auto"))
 DIAGNOSTIC_PANELS = (("bc_distance", ("bc_distance",), "auto"),
                      ("eval_return_std (across evaluation episodes)", ("eval_return_std",), "linear"),
                      ("time_s (wall clock)", ("time_s",), "linear"))
 TRAIN_PANELS = (("q1, q2, target_q (batch mean)", ("q1", "q2", "target_q"), "auto"),
                 ("td_loss", ("td_loss",), "log"),
                 ("critic_loss", ("critic_loss",), "log"),
-                ("CQL: Q on random / policy / data actions",
-                 ("cql_q_random", "cql_q_policy", "cql_q_data", "cql_logsumexp"), "auto"),
-                ("cql_penalty", ("cql_penalty",), "auto"),
+                ("CQL: mean Q on uniform / policy / data actions, mean of both critics",
+                 ("cql_q_random", "cql_q_policy", "cql_q_data"), "auto"),
+                (f"cql_logsumexp: T logsumexp of Q over the sampled actions, {BOTH_CRITICS}", ("cql_logsumexp",),
+                 "auto"),
+                (f"cql_penalty ({BOTH_CRITICS})", ("cql_penalty",), "auto"),
                 ("cql_alpha", ("cql_alpha",), "auto"),
-                ("ddpg_loss, actor_loss", ("ddpg_loss", "actor_loss"), "auto"),
+                ("ddpg_loss, actor_loss = ddpg_loss + bc_weight * bc_loss (one line when bc_weight = 0)",
+                 ("ddpg_loss", "actor_loss"), "auto"),
                 ("bc_loss", ("bc_loss",), "log"),
                 ("bc_weight", ("bc_weight",), "auto"))
 # across configurations one panel per metric, so colour can stand for the configuration
-TRAIN_METRIC_PANELS = tuple((name, (name,), scale) for _, names, scale in TRAIN_PANELS for name in names)
-METRIC_COLOURS = {name: matplotlib.colormaps["tab10"](i)
-                  for _, names, _ in TRAIN_PANELS for i, name in enumerate(names)}
+NOTES = {"cql_q_random": "mean of both critics", "cql_q_policy": "mean of both critics",
+         "cql_q_data": "mean of both critics", "cql_logsumexp": BOTH_CRITICS, "cql_penalty": BOTH_CRITICS,
+         "actor_loss": "ddpg_loss + bc_weight * bc_loss: ddpg_loss itself when bc_weight = 0"}
+TRAIN_METRIC_PANELS = tuple((f"{name} ({NOTES[name]})" if name in NOTES else name, (name,), scale)
+                            for _, names, scale in TRAIN_PANELS for name in names)
+NOT_PANELS = {"progress": ("step", "mc_return"), "train": ("step",)}  # mc_return: a line beside dataset_q
+Reference = tuple[float, str]  # a grey horizontal line: its height and its legend label
 
 
 def build_parser() -> flags.Parser:
@@ -59,32 +74,46 @@ def build_parser() -> flags.Parser:
     p.add_argument("results_dir", nargs="?", default="results",
                    help="folder runner.py wrote runs into, searched recursively (default: results/)")
     p.add_argument("--behaviour_return", type=float, default=None, metavar="RETURN",
-                   help="the dataset's mean episode return, drawn as a reference line in returns.png "
-                        "(the hopper-medium stand-in in ../shared/minari: 1673; default: no line)")
+                   help="the behaviour policy's mean episode return, drawn as a reference line in returns.png "
+                        "(default: the one each run's config.json records, computed from its dataset as it "
+                        "loaded; hopper medium-v0: 1673)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="folder for the PNG figures and summary.csv, created if missing (default: results_dir)")
     return p
 
 
+def wrap(label: str, width: int = LABEL_WIDTH) -> str:
+    """A long label on several lines, broken after a '_' or ' ' (a legend label must not squeeze the axes)."""
+    lines = [""]
+    for piece in re.findall(r"[^_ ]+[_ ]*", label):
+        if lines[-1] and len(lines[-1]) + len(piece.rstrip()) > width:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(line.rstrip(" ") for line in lines)
+
+
 def legend_label(label: str, runs: list[Run]) -> str:
-    """`bc_weight=10 (3 seeds)`, or `(3 seeds, 2 reached 100000)` when some stopped early."""
+    """`bc_weight=10 (3 seeds)`, or `(3 seeds, 2 reached 100000)` when some stopped early; wrapped when long."""
     reached, target = completion(runs)
     early = f", {reached} reached {target}" if reached < len(runs) else ""
-    return f"{label} ({len(runs)} seed{'' if len(runs) == 1 else 's'}{early})"
+    return wrap(f"{label} ({len(runs)} seed{'' if len(runs) == 1 else 's'}{early})")
 
 
 def draw_seeds(ax: Axes, curves: list[tuple[np.ndarray, np.ndarray]], colour: tuple) -> list[np.ndarray]:
-    """Each seed thin up to where it stopped; the mean bold and the min-max band where all seeds have data."""
+    """Each seed thin up to where it stopped; the mean bold and the min-max band where all seeds have data.
+
+    A line of one point (a run evaluated once) is drawn as a marker: without one it would not show.
+    """
     if not curves:
         return []
     if len(curves) > 1:
         for steps, values in curves:
-            ax.plot(steps, values, color=colour, linewidth=SEED_WIDTH, alpha=0.6)
+            ax.plot(steps, values, color=colour, linewidth=SEED_WIDTH, alpha=0.6, marker="o" if len(steps) == 1 else "")
     common = reduce(np.intersect1d, [steps for steps, _ in curves])
     on_common = np.stack([values[np.isin(steps, common)] for steps, values in curves])  # (seeds, steps)
     if len(curves) > 1:
         ax.fill_between(common, on_common.min(axis=0), on_common.max(axis=0), color=colour, alpha=0.15, linewidth=0)
-    ax.plot(common, on_common.mean(axis=0), color=colour, linewidth=MEAN_WIDTH)
+    ax.plot(common, on_common.mean(axis=0), color=colour, linewidth=MEAN_WIDTH, marker="o" if len(common) == 1 else "")
     return [values for _, values in curves]
 
 
@@ -98,55 +127,98 @@ def set_scale(ax: Axes, drawn: list[np.ndarray], scale: str) -> None:
         # a percentile, not the minimum: one value grazing zero should not add empty decades
         small = np.percentile(mags[mags > 0], 5) if (mags > 0).any() else 1.0
         ax.set_yscale("symlog", linthresh=10 ** np.clip(np.floor(np.log10(small)), -3, 0))
-    else:  # an offset like "+4.129" above the axis hides the size of the metric
+    else:  # an offset like "+4.129" above the axes hides the size of the metric
         ax.ticklabel_format(axis="y", useOffset=False)
 
 
+def draw_panel(ax: Axes, groups: dict[str, list[Run]], table: str, panel: tuple, colours: dict[str, tuple] | None,
+               references: dict[str, list[Reference]]) -> list[Line2D]:
+    """One panel's curves (a colour per group, or per metric without `colours`); returns its reference lines."""
+    panel_title, names, scale = panel
+    metric_colour = matplotlib.colormaps["tab10"]
+    drawn = [v for label, runs in groups.items() for i, name in enumerate(names)
+             for v in draw_seeds(ax, series(runs, table, name), colours[label] if colours else metric_colour(i))]
+    set_scale(ax, drawn, scale)
+    ax.set_title(textwrap.fill(panel_title, TITLE_WIDTH), fontsize="medium")
+    ax.set_xlabel(STEP_LABEL)
+    ax.grid(alpha=0.3)
+    if not colours and len(names) > 1:
+        ax.legend(handles=[Line2D([], [], color=metric_colour(i), linewidth=MEAN_WIDTH, label=n)
+                           for i, n in enumerate(names)], fontsize="small")
+    lines = [reference for name in names for reference in references.get(name, [])]
+    return [ax.axhline(value, color="grey", linestyle=(":", "-.", (0, (5, 5)))[i % 3], linewidth=1.2, label=label)
+            for i, (value, label) in enumerate(lines)]
+
+
 def grid_figure(title: str, groups: dict[str, list[Run]], table: str, panels: tuple,
-                colours: dict[str, tuple] | None = None, references: list[float] = (), what: str = "") -> Figure | None:
+                colours: dict[str, tuple] | None = None, references: dict[str, list[Reference]] | None = None
+                ) -> Figure | None:
     """One panel per entry of `panels` that some run logged (None if none did), up to 4 per row.
 
-    With `colours`, each group has its colour and a legend; without, each metric has its own (one group).
+    With `colours`, each group has its colour, named in a legend below the panels; without, each
+    metric has its own (one group). `references`: metric -> grey lines drawn in that metric's panels.
     """
-    def colour_of(label: str, name: str) -> tuple:
-        return colours[label] if colours else METRIC_COLOURS[name]
     present = [(t, [n for n in names if any(series(runs, table, n) for runs in groups.values())], scale)
                for t, names, scale in panels]
     present = [panel for panel in present if panel[1]]
     if not present:
         return None
     cols, rows = min(len(present), 4), math.ceil(len(present) / 4)
+    width = max(6.4, 4.3 * cols)
+    legend_cols = max(1, int(width // 3.2))
+    legend_rows = math.ceil((len(groups) + 1) / legend_cols) if colours else 0  # a group a label, + references
     # A bare Figure (no pyplot) renders PNGs with Agg: no screen needed, no global state to close.
-    fig = Figure(figsize=(4.3 * cols + 3, 3.3 * rows + 0.9), layout="constrained")
-    fig.suptitle(f"{title}\n{CAPTION}", fontsize="medium")
+    fig = Figure(figsize=(width, 3.4 * rows + 1.2 + 0.4 * legend_rows), layout="constrained")
+    several = any(len(runs) > 1 for runs in groups.values())
+    lines = [textwrap.fill(line, int(width * 13)) for line in (*title.split("\n"), *[CAPTION] * several)]
+    fig.suptitle("\n".join(lines), fontsize="medium")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes[len(present):]:
         fig.delaxes(ax)
-    for ax, (panel_title, names, scale) in zip(axes, present):
-        drawn = [v for label, runs in groups.items() for name in names
-                 for v in draw_seeds(ax, series(runs, table, name), colour_of(label, name))]
-        set_scale(ax, drawn, scale)
-        ax.set(title=panel_title, xlabel=STEP_LABEL)
-        ax.grid(alpha=0.3)
-        if not colours and len(names) > 1:
-            ax.legend(handles=[Line2D([], [], color=METRIC_COLOURS[n], linewidth=MEAN_WIDTH, label=n) for n in names],
-                      fontsize="small")
-    for ax in axes[1:len(present)]:
-        draw_references(ax, references, what)
-    reference_lines = draw_references(axes[0], references, what)
-    if colours:  # outside the axes, so the legend never covers a curve
-        handles = [Line2D([], [], color=colours[label], linewidth=MEAN_WIDTH, label=legend_label(label, runs))
-                   for label, runs in groups.items()]
-        fig.legend(handles=handles + reference_lines, loc="outside right center", fontsize="small")
+    reference_lines = {}
+    for ax, panel in zip(axes, present):
+        reference_lines |= {line.get_label(): line for line in draw_panel(ax, groups, table, panel, colours,
+                                                                          references or {})}
+    handles = [Line2D([], [], color=colours[label], linewidth=MEAN_WIDTH, label=legend_label(label, runs))
+               for label, runs in groups.items()] if colours else []
+    handles += reference_lines.values()
+    if handles:  # below the panels: it never covers a curve, and long labels do not squeeze the axes
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), legend_cols),
+                   fontsize="small")
     return fig
 
 
-def draw_references(ax: Axes, values: list[float], what: str) -> list[Line2D]:
-    """One grey line per distinct value (to 4 significant digits), labelled for the legend."""
-    distinct = sorted({float(f"{v:.4g}") for v in values if math.isfinite(v)})
-    styles = (":", "-.", (0, (5, 5)))
-    return [ax.axhline(v, color="grey", linestyle=styles[i % 3], linewidth=1.2, label=f"{what} = {v:g}")
-            for i, v in enumerate(distinct)]
+def columns(groups: dict[str, list[Run]], table: str) -> list[str]:
+    """Every column of progress.csv or train.csv that some run has, in the order first met."""
+    return list(dict.fromkeys(name for runs in groups.values() for run in runs for name in getattr(run, table) or {}))
+
+
+def with_unknown(panels: tuple, groups: dict[str, list[Run]], table: str, elsewhere: tuple = ()) -> tuple:
+    """The panels, and one more for each column that neither they nor `elsewhere` (other figures' panels) name."""
+    known = {name for _, names, _ in panels + elsewhere for name in names} | set(NOT_PANELS[table])
+    return (*panels, *((name, (name,), "auto") for name in columns(groups, table) if name not in known))
+
+
+def constants(groups: dict[str, list[Run]]) -> dict[str, str]:
+    """train.csv metrics no run varied (bc_weight, a fixed cql_alpha) -> their values: '10', '1 / 10 (by configuration)'."""
+    found = {}
+    for name in columns(groups, "train"):
+        curves = [values for runs in groups.values() for _, values in series(runs, "train", name)]
+        if any(len(v) > 1 for v in curves) and all(np.allclose(v, v[0], rtol=1e-6, atol=0) for v in curves):
+            values = sorted({float(f"{v[0]:.4g}") for v in curves})
+            found[name] = " / ".join(f"{v:g}" for v in values) + (" (by configuration)" if len(values) > 1 else "")
+    return found
+
+
+def training_figure(title: str, groups: dict[str, list[Run]], panels: tuple,
+                    colours: dict[str, tuple] | None = None) -> Figure | None:
+    """train.csv's panels, less the metrics that stayed constant: the title gives their values instead."""
+    fixed = constants(groups)
+    kept = tuple((t, tuple(n for n in names if n not in fixed), scale)
+                 for t, names, scale in with_unknown(panels, groups, "train"))
+    note = "; ".join(f"{name} = {value}" for name, value in fixed.items())
+    return grid_figure(title + (f"\nconstant during training (no panel): {note}" if note else ""), groups, "train",
+                       kept, colours)
 
 
 def file_safe(label: str) -> str:
@@ -154,21 +226,40 @@ def file_safe(label: str) -> str:
     return re.sub(r"[^\w.=+-]+", "_", label).strip("_") or "run"
 
 
+def distinct(references: list[Reference]) -> list[Reference]:
+    """One reference per label (values to 4 significant digits), lowest first."""
+    return sorted(dict((label, (value, label)) for value, label in references if math.isfinite(value)).values())
+
+
+def behaviour_lines(groups: dict[str, list[Run]], behaviour_return: float | None) -> list[Reference]:
+    """--behaviour_return, else the dataset return each run's config.json recorded (none for older runs)."""
+    if behaviour_return is not None:
+        return [(behaviour_return, f"behaviour policy return = {behaviour_return:g}")]
+    metas = [run.meta for runs in groups.values() for run in runs]
+    return distinct([(float(f"{m['behaviour_return_mean']:.4g}"), f"behaviour policy return (dataset) = "
+                      f"{m['behaviour_return_mean']:.4g} ± {m.get('behaviour_return_std', math.nan):.3g}")
+                     for m in metas if isinstance(m.get("behaviour_return_mean"), (int, float))])
+
+
 def make_figures(groups: dict[str, list[Run]], behaviour_return: float | None) -> dict[str, Figure]:
     """File name -> figure: returns, q_values, diagnostics, and the training curves where train.csv exists."""
     cmap = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"]
     colours = {label: cmap(i % cmap.N) for i, label in enumerate(groups)}
-    mc_returns = [v for runs in groups.values() for run in runs for v in run.progress.get("mc_return", [])]
+    mc_returns = distinct([(float(f"{v:.4g}"), f"MC return of the dataset pairs = {v:.4g}")
+                           for runs in groups.values() for run in runs for v in run.progress.get("mc_return", [])])
     figures = {
         "returns.png": grid_figure("Evaluation return", groups, "progress", RETURN_PANELS, colours,
-                                   [] if behaviour_return is None else [behaviour_return], "behaviour policy return"),
-        "q_values.png": grid_figure("Q of dataset and policy actions against the dataset's Monte-Carlo return",
-                                    groups, "progress", Q_PANELS, colours, mc_returns, "mc_return of dataset (s, a)"),
-        "diagnostics.png": grid_figure("Diagnostics", groups, "progress", DIAGNOSTIC_PANELS, colours),
-        "training_curves.png": grid_figure("Training curves (train.csv: means over log_every updates)",
-                                           groups, "train", TRAIN_METRIC_PANELS, colours)}
-    figures |= {f"training_curves_{file_safe(label)}.png": grid_figure(
-        f"Training curves: {legend_label(label, runs)}", {label: runs}, "train", TRAIN_PANELS)
+                                   {"eval_return_mean": behaviour_lines(groups, behaviour_return)}),
+        "q_values.png": grid_figure("Q on the dataset's pairs, against their Monte-Carlo return, and on the "
+                                    "policy's actions", groups, "progress", Q_PANELS, colours,
+                                    {"dataset_q": mc_returns}),
+        "diagnostics.png": grid_figure("Diagnostics", groups, "progress",
+                                       with_unknown(DIAGNOSTIC_PANELS, groups, "progress", RETURN_PANELS + Q_PANELS),
+                                       colours),
+        "training_curves.png": training_figure("Training curves (train.csv: means over log_every updates)",
+                                               groups, TRAIN_METRIC_PANELS, colours)}
+    figures |= {f"training_curves_{file_safe(label)}.png": training_figure(
+        f"Training curves: {legend_label(label, runs)}", {label: runs}, TRAIN_PANELS)
         for label, runs in groups.items()}
     return {name: fig for name, fig in figures.items() if fig is not None}
 

@@ -12,6 +12,7 @@ if "DISPLAY" not in os.environ:  # headless: MuJoCo renders videos through EGL u
     os.environ.setdefault("MUJOCO_GL", "egl")
 
 import dataclasses
+import itertools
 import math
 import shutil
 import signal
@@ -90,15 +91,20 @@ def save_video(group: Group, m: int) -> None:
     """videos/step<N>.mp4 of one deterministic episode of member m; a failure is one warning line."""
     run = group.runs[m]
     path = os.path.join(run.dir, "videos", f"step{group.step}.mp4")
-    members = len(group.runs)
-    policy = lambda obs: group.agent.actor.act(np.repeat(obs[None], members, axis=0))[m]  # noqa: E731
+    members, steps = len(group.runs), 0
+
+    def policy(obs: np.ndarray) -> np.ndarray:  # asked once per step of the episode: steps is its length
+        nonlocal steps
+        steps += 1
+        return group.agent.actor.act(np.repeat(obs[None], members, axis=0))[m]
     try:
         frames = record_video(policy, group.env, path, seed=run.cfg.seed + EVAL_SEED_OFFSET)
     except Exception as err:  # rendering depends on the machine's GL; training must go on without it
         tqdm.write(f"runner.py: warning: no video at step {group.step} ({reason(err)}); training goes on",
                    file=sys.stderr)
         return
-    tqdm.write(f"video: {path} ({frames} frames)")
+    # a video of 2 frames looks broken; it is a hopper that fell at once
+    tqdm.write(f"video: {path} ({frames} frames: the episode ended after {steps} steps)")
 
 
 def save_checkpoints(group: Group) -> None:
@@ -160,14 +166,17 @@ def training_loop(group: Group, bar: tqdm) -> int:
         group.step += 1
         bar.update(1)
         final = group.step == cfg.total_steps
-        if group.step % cfg.log_every == 0 or final:
+        logged = group.step % cfg.log_every == 0 or final
+        if logged:
             rows = log_training(group, means)
             stop_diverged(group, rows)
-            shown = "q1" if "q1" in rows[0] else "bc_loss"  # BC has no critic
-            bar.set_postfix({"eval_return": " ".join(f"{r.last_return:.0f}" for r in group.runs),
-                             shown: " ".join(f"{row[shown]:.3g}" for row in rows)})
         if group.step % cfg.eval_every == 0 or final:
             evaluation_step(group, clock_start)
+        if logged:  # after the evaluation, so that the bar shows this step's return when there was one
+            shown = "q1" if "q1" in rows[0] else "bc_loss"  # BC has no critic
+            bar.set_postfix({"eval_return": " ".join("-" if math.isnan(r.last_return) else f"{r.last_return:.0f}"
+                                                     for r in group.runs),
+                             shown: " ".join(f"{row[shown]:.3g}" for row in rows)})
         if video_due(group):
             for m, _ in group.running():
                 save_video(group, m)
@@ -194,9 +203,12 @@ def train(group: Group) -> int:
         group.stop_signal.append(signum)
         signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C stops at once
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    labels = sorted({config.config_name(run.cfg) for run in group.runs})
+    # the labels in run order, as the numbers beside them; 'x2' for two runs in a row with one label (seeds)
+    counted = [(label, len(list(same))) for label, same in itertools.groupby(config.config_name(r.cfg)
+                                                                              for r in group.runs)]
+    labels = [f"{label} x{n}" if n > 1 else label for label, n in counted]
     name = (os.path.basename(group.runs[0].dir) if len(group.runs) == 1 else
-            f"{labels[0]} x{len(group.runs)}" if len(labels) == 1 else f"{len(group.runs)} runs: {', '.join(labels)}")
+            labels[0] if len(labels) == 1 else f"{len(group.runs)} runs: {', '.join(labels)}")
     try:
         with tqdm(total=group.cfg.total_steps, initial=group.step, desc=name, unit="step") as bar:
             return training_loop(group, bar)

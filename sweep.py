@@ -37,7 +37,7 @@ TABLE_COLUMNS = ["bc_weight", "seeds", "final_return_mean", "final_return_std", 
 class SweepConfig:
     """The sweep's own flags; every other runner.py flag is passed to each run unchanged."""
     bc_weight: tuple[float | str, ...] = flag(dataclasses.MISSING, "alpha_reg values to try, e.g. 0.1 1 10 100",
-                                              low=0, also=("auto",))
+                                              low=0, also=("auto",), aliases=("alpha_reg",))
     seeds: tuple[int, ...] = flag((0,), "seeds per value", low=0)
     total_steps: int = flag(30_000, "gradient updates per run; smaller than a full run to keep the sweep short",
                             low=1)

@@ -32,7 +32,7 @@ class TD3Config:
     """
     bc_weight: float | str = hyper(0.0, "alpha_reg on E||a - mu(s)||^2 in the actor loss; 0 = plain TD3, "
                                    "10 = Problem 1.3, 'auto' = TD3+BC's normalisation with --bc_alpha",
-                                   low=0, also=("auto",), aliases=("--alpha_reg",), agents=TD3)
+                                   low=0, also=("auto",), aliases=("alpha_reg",), agents=TD3)
     bc_alpha: float = hyper(2.5, "TD3+BC's alpha, used only with --bc_weight auto", above=0,
                             needs=("bc_weight", "auto"), agents=TD3)
     cql_alpha: float = hyper(0.0, "weight of the CQL penalty on each critic; 0 = off, 5 = Problem 2.1", low=0, agents=TD3)

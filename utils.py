@@ -77,8 +77,8 @@ def remote_reachable() -> bool:
 def load_dataset(dataset_id: str) -> minari.MinariDataset:
     """minari.load_dataset with download=True; a failed download or unusable spaces is one clear error."""
     local = os.path.join(minari.storage.get_dataset_path(dataset_id), "data")
-    hint = ("Set MINARI_DATASETS_PATH to a folder that holds it (e.g. MINARI_DATASETS_PATH=../shared/minari) "
-            "or connect to the internet.")
+    hint = (f"Set MINARI_DATASETS_PATH to the folder that holds {dataset_id}/ (e.g. "
+            f"MINARI_DATASETS_PATH=~/datasets/minari) or connect to the internet.")
     if not os.path.isdir(local) and not remote_reachable():
         raise DatasetError(f"Minari dataset '{dataset_id}' is not under {local} and Minari's remote "
                            f"cannot be reached (offline). {hint}")
@@ -215,6 +215,17 @@ def discounted_returns(buffer: ReplayBuffer, rows: np.ndarray, gamma: float) -> 
     rewards = buffer.split(buffer.data)[2].cpu().numpy().astype(np.float64)
     ends = buffer.episode_ends[np.searchsorted(buffer.episode_ends, rows, side="right")]
     return np.array([rewards[t:end] @ gamma ** np.arange(end - t) for t, end in zip(rows, ends)])
+
+
+def behaviour_return(buffer: ReplayBuffer) -> dict[str, float | int]:
+    """The dataset's undiscounted episode returns, as config.json records them: their mean, std and number.
+
+    The behaviour policy's score, the reference a learned policy is compared with; episodes
+    cut by the time limit count as they are.
+    """
+    returns = episode_returns(buffer)
+    return {"behaviour_return_mean": float(returns.mean()), "behaviour_return_std": float(returns.std()),
+            "dataset_episodes": len(returns)}
 
 
 def evaluate(policy, env: gym.Env, episodes: int, seeds: list[int]) -> np.ndarray:

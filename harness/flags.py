@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 # What a flag's metadata may say, and what it means when it says nothing: low/high are inclusive
 # bounds, above/below exclusive ones; `also` lists words taken besides numbers ('auto'); `unset`
-# says what a None default means; `aliases` are other names of the flag; `agents` the agents it
+# says what a None default means; `aliases` are other names of the flag (a value given
+# under one is parsed, checked and recorded under the flag's own name); `agents` the agents it
 # acts on (None: all); `needs` = (flag, condition) without which it has no effect.
 METADATA = dict(help="", low=None, high=None, above=None, below=None, choices=None, also=(), unset="off",
                 metavar=None, aliases=(), agents=None, needs=None)
@@ -36,9 +37,16 @@ def meta(f: dataclasses.Field) -> dict:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors, `runner.py: error: <where>...`, exit status 2."""
+    """argparse with one-line errors, `runner.py: error: <where>...`, exit status 2, and whole flag names only.
+
+    No abbreviations: argparse would take --total_step for --total_steps, and a sweep's own
+    flags would swallow the abbreviation of a runner flag.
+    """
 
     where = ""  # what the values came from, when not the command line: 'results/x/config.json: '
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {self.where}{message}\n")
@@ -148,7 +156,14 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, given_only: bool = Fal
             options |= dict(type=value_parser(f), nargs="+" if is_list(f) else None, choices=info["choices"],
                             metavar="|".join((metavar, *info["also"])) if not info["choices"] else None,
                             required=required)
-        group.add_argument(f"--{f.name}", *info["aliases"], dest=f.name, **options)
+        if not info["aliases"]:
+            group.add_argument(f"--{f.name}", **options)
+            continue
+        # each name its own option, so that an error names the one typed; at most one of them given
+        either = group.add_mutually_exclusive_group(required=options.pop("required", False))
+        either.add_argument(f"--{f.name}", **options)
+        for alias in info["aliases"]:
+            either.add_argument(f"--{alias}", **options | dict(dest=f.name, help=f"the same as --{f.name}"))
 
 
 def build(cls: type, values: dict) -> Any:

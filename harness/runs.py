@@ -22,8 +22,8 @@ from bc_agent import BCAgent
 from harness.config import LaunchConfig, RunConfig
 from iql_agent import IQLAgent
 from td3_agent import TD3Agent
-from utils import (DatasetError, ReplayBuffer, dataset_to_buffer, discounted_returns, episode_returns, evaluation_env,
-                   load_dataset, reference_scores, top_episodes)
+from utils import (DatasetError, ReplayBuffer, behaviour_return, dataset_to_buffer, discounted_returns, episode_returns,
+                   evaluation_env, load_dataset, reference_scores, top_episodes)
 
 Agent = TD3Agent | BCAgent | IQLAgent
 DIAGNOSTIC_PAIRS = 1000  # dataset (s, a) pairs on which Q, MC return and BC distance are tracked
@@ -54,7 +54,7 @@ class Group:
     step: int = 0  # the group's runs advance in lockstep: one update of every member per step
     elapsed: float = 0.0
     stop_signal: list = field(default_factory=list)
-    data_kept: dict = field(default_factory=dict)  # what --bc_top_percent kept of the dataset, for config.json
+    data_kept: dict = field(default_factory=dict)  # config.json's figures of the dataset and of what the run kept
 
     @property
     def cfg(self) -> RunConfig:
@@ -100,14 +100,14 @@ def make_agent(cfgs: list[RunConfig], buffer: ReplayBuffer, env: gym.Env, device
 
 def training_buffer(buffer: ReplayBuffer, cfg: RunConfig) -> tuple[ReplayBuffer, dict]:
     """The transitions the agent trains on: all, or with --bc_top_percent the top episodes; and what was kept."""
+    whole = {"dataset_transitions": len(buffer)} | behaviour_return(buffer)  # plot.py's behaviour-policy line
     if cfg.bc_top_percent == 100:
-        return buffer, {"dataset_transitions": len(buffer)}
+        return buffer, whole
     kept = top_episodes(buffer, cfg.bc_top_percent)
     if len(kept) == 0:
         raise fail(f"--bc_top_percent {cfg.bc_top_percent:g} keeps none of the dataset's {len(buffer.episode_ends)} "
                    f"episodes; give at least {100 / len(buffer.episode_ends):.3g}")
-    return kept, {"dataset_transitions": len(buffer), "bc_top_percent_episodes": len(kept.episode_ends),
-                  "bc_top_percent_transitions": len(kept)}
+    return kept, whole | {"bc_top_percent_episodes": len(kept.episode_ends), "bc_top_percent_transitions": len(kept)}
 
 
 def build(cfgs: list[RunConfig], launch: LaunchConfig) -> tuple[Group, minari.MinariDataset]:

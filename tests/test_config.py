@@ -54,10 +54,6 @@ def test_only_the_flags_given_are_reported_as_given_even_at_their_default():
     assert given == {"lr": 3e-4, "seed": 1, "cql_alpha": 5.0, "cql_uniform_only": True}
 
 
-def test_alpha_reg_the_handouts_name_is_bc_weight():
-    assert config.parse(["--alpha_reg", "10"])[0] == config.parse(["--bc_weight", "10"])[0]
-
-
 NO_EFFECT = [
     (["--cql_temp", "3", "--cql_target_gap", "0.5"], "argument --cql_target_gap: has no effect without --cql_alpha > 0"),
     (["--cql_n_actions", "10"], "argument --cql_n_actions: has no effect without --cql_alpha > 0"),
@@ -107,7 +103,7 @@ BAD = [
     (["--gamma", "1"], "argument --gamma: must be a finite number >= 0 and < 1, got 1"),
     (["--tau", "0"], "argument --tau: must be a finite number > 0 and <= 1, got 0"),
     (["--hidden", "64", "0"], "argument --hidden: must be an integer >= 1, got 0"),
-    (["--bc_weight", "fast"], "argument --bc_weight/--alpha_reg: expected a finite number or 'auto', got 'fast'"),
+    (["--bc_weight", "fast"], "argument --bc_weight: expected a finite number or 'auto', got 'fast'"),
     (["--lr", "inf"], "argument --lr: must be a finite number > 0, got inf"),
     (["--agent", "sac"], "argument --agent: invalid choice: 'sac' (choose from 'td3', 'bc', 'iql')"),
 ]

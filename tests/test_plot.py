@@ -1,5 +1,6 @@
 """plot.py as a specification: what it draws and writes, and its one-line errors."""
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -136,8 +137,10 @@ def test_mc_return_line_is_drawn_once_per_distinct_value_and_labelled(tmp_path):
     fig = figures_of(tmp_path)["q_values.png"]
     assert len(horizontal_lines(fig.axes[0], 280.0)) == 1 and len(horizontal_lines(fig.axes[0], 300.0)) == 1
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert [text for text in legend if text.startswith("mc_return")] == ["mc_return of dataset (s, a) = 280",
-                                                                          "mc_return of dataset (s, a) = 300"]
+    assert [text for text in legend if text.startswith("MC return")] == ["MC return of the dataset pairs = 280",
+                                                                          "MC return of the dataset pairs = 300"]
+    policy_q = panel(fig, "policy_q")  # the dataset's return is not the policy's value: no line beside it
+    assert horizontal_lines(policy_q, 280.0) == horizontal_lines(policy_q, 300.0) == []
 
 
 def test_behaviour_return_is_one_labelled_reference_line(tmp_path):
@@ -185,3 +188,88 @@ def test_command_line_end_to_end(tmp_path):
     for name in ("returns.png", "q_values.png", "diagnostics.png", "training_curves.png", "training_curves_td3.png"):
         data = (tmp_path / "figs" / name).read_bytes()
         assert data[:8] == PNG_SIGNATURE and len(data) > 10_000, name
+
+
+def set_column(run_dir: Path, table: str, name: str, values: list[float]) -> None:
+    """Write `values` into column `name` of the run's table (added at the end if it has none)."""
+    path = run_dir / table
+    with open(path, newline="") as f:
+        header, *rows = list(csv.reader(f))
+    if name not in header:
+        header, rows = header + [name], [row + [""] for row in rows]
+    for row, value in zip(rows, values):
+        row[header.index(name)] = str(value)
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+
+
+def test_a_run_evaluated_once_is_drawn_as_markers_not_as_empty_axes(tmp_path):
+    write_run(tmp_path, "td3", 0, returns=(300.0,))  # a short sweep: one evaluation, one train.csv row
+    figures = figures_of(tmp_path)
+    for name in ("returns.png", "q_values.png", "diagnostics.png", "training_curves.png", "training_curves_td3.png"):
+        for ax in figures[name].axes:
+            curves = [line for line in ax.get_lines() if len(line.get_xdata()) == 1 and line.get_linestyle() != "--"]
+            assert curves and all(line.get_marker() not in ("", "None", None) for line in curves), (name, ax.get_title())
+
+
+def test_long_labels_wrap_in_a_legend_below_the_panels_and_titles_stay_inside(tmp_path):
+    long = "td3_" + "_".join(f"flag{i}=value{i}" for i in range(20))  # some 300 characters
+    for weight in (1.0, 10.0):
+        config = write_run(tmp_path, f"td3_bc_weight={weight:g}", 0, bc_weight=weight) / "config.json"
+        config.write_text(json.dumps(json.loads(config.read_text()) | {"config": f"{long}_bc_weight={weight:g}"}))
+    for name, fig in figures_of(tmp_path).items():
+        fig.draw_without_rendering()
+        labels = [t.get_text() for t in fig.legends[0].get_texts()] if fig.legends else []
+        assert all(len(line) <= plot.LABEL_WIDTH for label in labels for line in label.split("\n")), name
+        bottom = min(ax.get_position().y0 for ax in fig.axes)
+        assert not fig.legends or fig.legends[0].get_window_extent().y1 <= bottom * fig.bbox.height, name
+        assert all(ax.get_position().width > 0.6 / min(len(fig.axes), 4) for ax in fig.axes), name  # not squeezed
+        for text in [fig._suptitle, *(ax.title for ax in fig.axes)]:
+            box = text.get_window_extent()
+            assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1, (name, text.get_text())
+
+
+def test_the_seed_caption_is_printed_only_where_there_are_several_seeds(tmp_path):
+    write_run(tmp_path / "one", "td3", 0)
+    assert "thin: each seed" not in figures_of(tmp_path / "one")["returns.png"]._suptitle.get_text()
+    for seed in range(2):
+        write_run(tmp_path / "two", "td3", seed)
+    assert "thin: each seed" in figures_of(tmp_path / "two")["returns.png"]._suptitle.get_text()
+
+
+def test_a_metric_that_stayed_constant_has_no_panel_and_its_value_is_in_the_title(tmp_path):
+    set_column(write_run(tmp_path, "td3_bc_weight=10", 0, bc_weight=10.0), "train.csv", "bc_weight", [10.0] * 3)
+    for name in ("training_curves.png", "training_curves_td3_bc_weight=10.png"):
+        fig = figures_of(tmp_path)[name]
+        assert not [ax for ax in fig.axes if ax.get_title().startswith("bc_weight")], name
+        assert "constant during training (no panel): bc_weight = 10" in fig._suptitle.get_text(), name
+        assert [ax for ax in fig.axes if ax.get_title().startswith("bc_loss")], name  # the others stay
+
+
+def test_cql_logsumexp_summed_over_both_critics_has_a_panel_apart_from_the_mean_q_of_each_action(tmp_path):
+    write_run(tmp_path, "td3_cql5", 0, cql_alpha=5.0, cql=True)
+    fig = figures_of(tmp_path)["training_curves_td3_cql5.png"]
+    mean_q = panel(fig, "CQL: mean Q")
+    assert "mean of both critics" in mean_q.get_title()
+    assert "cql_logsumexp" not in [t.get_text() for t in mean_q.get_legend().get_texts()]
+    assert "summed over both critics" in panel(fig, "cql_logsumexp").get_title().replace("\n", " ")
+
+
+def test_the_actor_loss_panel_says_it_is_the_ddpg_loss_when_bc_weight_is_0(tmp_path):
+    write_run(tmp_path, "td3", 0)
+    figures = figures_of(tmp_path)
+    assert "one line when bc_weight = 0" in panel(figures["training_curves_td3.png"], "ddpg_loss").get_title().replace(
+        "\n", " ")
+    assert "ddpg_loss itself when bc_weight = 0" in panel(figures["training_curves.png"], "actor_loss").get_title(
+        ).replace("\n", " ")
+
+
+def test_a_metric_plot_py_does_not_know_gets_a_panel_of_its_own(tmp_path):
+    run_dir = write_run(tmp_path, "td3", 0)
+    set_column(run_dir, "train.csv", "ensemble_spread", [1.0, 2.0, 4.0])
+    set_column(run_dir, "progress.csv", "dataset_q_std", [5.0, 6.0, 7.0])
+    figures = figures_of(tmp_path)
+    for name in ("training_curves.png", "training_curves_td3.png"):
+        np.testing.assert_array_equal(panel(figures[name], "ensemble_spread").get_lines()[0].get_ydata(), [1, 2, 4])
+    np.testing.assert_array_equal(panel(figures["diagnostics.png"], "dataset_q_std").get_lines()[0].get_ydata(),
+                                  [5, 6, 7])
