@@ -10,6 +10,7 @@ interquartile mean (IQM) over seeds with a 95% percentile-bootstrap interval.
 """
 import argparse
 import csv
+import hashlib
 import math
 import os
 import re
@@ -150,8 +151,10 @@ def draw_references(ax: Axes, values: list[float], what: str) -> list[Line2D]:
 
 
 def file_safe(label: str) -> str:
-    """A label as part of a file name: bc_weight=10 cql_alpha=5 -> bc_weight=10_cql_alpha=5."""
-    return re.sub(r"[^\w.=+-]+", "_", label).strip("_") or "run"
+    """A label as part of a file name: bc_weight=10 cql_alpha=5 -> bc_weight=10_cql_alpha=5; a label too long for
+    a file name is cut, with a hash of the whole label appended."""
+    name = re.sub(r"[^\w.=+-]+", "_", label).strip("_") or "run"
+    return f"{name[:110]}~{hashlib.sha1(label.encode()).hexdigest()[:8]}" if len(name) > 120 else name
 
 
 def make_figures(groups: dict[str, list[Run]], behaviour_return: float | None) -> dict[str, Figure]:
