@@ -28,8 +28,9 @@ from harness import runs
 from harness.config import RunConfig
 from harness.run_folder import RunFolderError
 from harness.runs import Group, Run
+from harness.video import record_video
 from td3_agent import TD3Agent
-from utils import EVAL_SEED_OFFSET, evaluate, reason, record_video
+from utils import EVAL_SEED_OFFSET, EvaluationStopped, evaluate, reason
 
 CSV_COLUMNS = ["step", "eval_return_mean", "eval_return_std", "dataset_q", "mc_return", "policy_q",
                "bc_distance", "time_s"]  # progress.csv: one row per evaluation
@@ -61,7 +62,8 @@ class MetricMeans:
 def evaluate_and_log(group: Group) -> list[dict[str, float]]:
     """Evaluate every running member's policy, measure its diagnostics, append its progress.csv row."""
     returns = evaluate(group.agent.act, group.env, group.cfg.eval_episodes,
-                       seeds=[run.cfg.seed + EVAL_SEED_OFFSET for run in group.runs])
+                       seeds=[run.cfg.seed + EVAL_SEED_OFFSET for run in group.runs],
+                       stop=lambda: bool(group.stop_signal))  # a signal ends the evaluation within a step
     diagnostics = group.agent.diagnostics(*group.probe)
     rows = []
     for m, run in enumerate(group.runs):
@@ -205,6 +207,12 @@ def train(group: Group) -> int:
                 else "no checkpoint was written yet: free the disk, then start again")
         print(f"runner.py: error: {err} at step {group.step}; {kept}", file=sys.stderr)
         return 1
+    except EvaluationStopped:  # the step's evaluation was abandoned: resume repeats it from the last checkpoint
+        saved, dirs = group.runs[0].saved_step, " ".join(run.dir for _, run in group.running())
+        tqdm.write(f"runner.py: interrupted during the evaluation at step {group.step}; " + (
+            f"resume from the checkpoint of step {saved} with: python runner.py --resume {dirs}" if saved else
+            "no checkpoint was written yet: start the run again"), file=sys.stderr)
+        return 130
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -8,6 +8,7 @@ checkpoints. Bad input stops here with one line (exit 2), before anything is tra
 import contextlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -20,8 +21,8 @@ from harness import flags
 from harness import run_folder
 from harness.config import RunConfig
 from td3_agent import TD3Agent
-from utils import (DatasetError, ReplayBuffer, dataset_to_buffer, discounted_returns, evaluation_env, load_dataset,
-                   reference_scores)
+from harness.data_checks import DatasetError
+from utils import ReplayBuffer, dataset_to_buffer, discounted_returns, evaluation_env, load_dataset, reference_scores
 
 DIAGNOSTIC_PAIRS = 1000  # dataset (s, a) pairs on which Q, MC return and BC distance are tracked
 
@@ -61,7 +62,6 @@ class Group:
         return [(m, run) for m, run in enumerate(self.runs) if not run.stopped]
 
 
-
 def fail(message: str) -> SystemExit:
     """runner.py's one-line error with exit status 2 (raise the result)."""
     return flags.fail("runner.py", message)
@@ -80,6 +80,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def warn(message: str) -> None:
+    """runner.py's one-line warning about the dataset: what was done about it."""
+    print(f"runner.py: warning: --dataset: {message}", file=sys.stderr)
+
+
 def build(cfgs: list[RunConfig]) -> tuple[Group, minari.MinariDataset]:
     """Load the dataset into a replay buffer, build the agent of these runs and their diagnostic samples."""
     cfg = cfgs[0]
@@ -88,7 +93,7 @@ def build(cfgs: list[RunConfig]) -> tuple[Group, minari.MinariDataset]:
         torch.set_num_threads(cfg.threads)
     try:
         dataset = load_dataset(cfg.dataset)
-        buffer, env = dataset_to_buffer(dataset, device), evaluation_env(dataset)
+        buffer, env = dataset_to_buffer(dataset, device, warn), evaluation_env(dataset)
     except DatasetError as err:  # nothing is trained or written on data that cannot be used
         raise fail(f"--dataset: {err}") from None
     if cfg.td3.batch_size > len(buffer):
@@ -120,7 +125,8 @@ def start(cfgs: list[RunConfig], held: contextlib.ExitStack) -> Group:
     for run in group.runs:
         meta = {"flags": config.recorded_flags(run.cfg),
                 "config": config.config_name(run.cfg), "device": str(group.agent.device),
-                "dataset_transitions": len(group.buffer), "ref_min_score": ref_min, "ref_max_score": ref_max}
+                "dataset_transitions": len(group.buffer), "env_id": group.env.spec.id, "ref_min_score": ref_min,
+                "ref_max_score": ref_max}
         run.dir, lock = run_folder.create(run.cfg, meta)
         held.enter_context(lock)
     return group
