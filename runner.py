@@ -40,9 +40,9 @@ TRAIN_COLUMNS = ["step", *TD3Agent.METRICS]  # train.csv: one row per --log_ever
 class MetricMeans:
     """Running sums of the update's metrics (one value per member), kept on the device, read once per --log_every."""
 
-    def __init__(self):
-        self.sums: dict[str, torch.Tensor] = {}
-        self.counts: dict[str, int] = {}
+    def __init__(self, sums: dict[str, torch.Tensor] | None = None, counts: dict[str, int] | None = None):
+        # the group's, when given: its checkpoints hold them, so a resumed interval sums what it would have
+        self.sums, self.counts = ({} if sums is None else sums), ({} if counts is None else counts)
 
     def add(self, metrics: dict[str, torch.Tensor]) -> None:
         """Add one update's metrics (the actor's appear only on actor steps, so counts differ)."""
@@ -55,7 +55,7 @@ class MetricMeans:
         names = list(self.sums)
         values = torch.stack([self.sums[n] for n in names]).tolist() if names else []
         means = {n: [v / self.counts[n] for v in per_member] for n, per_member in zip(names, values)}
-        self.sums, self.counts = {}, {}
+        self.sums.clear(), self.counts.clear()
         return means
 
 
@@ -107,7 +107,8 @@ def save_checkpoints(group: Group) -> None:
     states = group.agent.state_dicts()
     for m, run in group.running():
         progress = {"step": group.step, "elapsed": group.elapsed} | {
-            name: getattr(run, name) for name in ("last_return", "best_return", "best_step")}
+            name: getattr(run, name) for name in ("last_return", "best_return", "best_step")} | {
+            "metric_sums": {name: sums[m] for name, sums in group.sums.items()}, "metric_counts": dict(group.counts)}
         run_folder.save_checkpoint(run.dir, progress, states[m])
         run.saved_step = group.step
 
@@ -153,7 +154,7 @@ def video_due(cfg: RunConfig, step: int) -> bool:
 
 def training_loop(group: Group, bar: tqdm) -> int:
     """Update every member; log every --log_every; evaluate, checkpoint every --eval_every; returns the status."""
-    cfg, agent, means = group.cfg, group.agent, MetricMeans()
+    cfg, agent, means = group.cfg, group.agent, MetricMeans(group.sums, group.counts)
     clock_start = time.perf_counter() - group.elapsed  # wall-clock survives --resume
     while group.step < cfg.total_steps and group.running():
         means.add(agent.update(*group.buffer.sample(cfg.td3.batch_size, agent.generators)))
@@ -222,7 +223,8 @@ def run(cfgs: list[RunConfig] | None, given: dict) -> int:
     """Train new runs side by side (cfgs), or with cfgs None those of --resume; returns the exit status."""
     with contextlib.ExitStack() as held:  # the run folders' locks, let go when the runs end
         try:
-            group = runs.start(cfgs, held) if cfgs else runs.resume(given["resume"], given, held)
+            group = runs.start(cfgs, held) if cfgs else runs.resume(
+                given["resume"], given, held, {"progress.csv": CSV_COLUMNS, "train.csv": TRAIN_COLUMNS})
         except RunFolderError as err:
             raise runs.fail(str(err)) from None
         except KeyboardInterrupt:

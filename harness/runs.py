@@ -21,7 +21,7 @@ from harness import flags
 from harness import run_folder
 from harness.config import RunConfig
 from td3_agent import TD3Agent
-from harness.data_checks import DatasetError
+from harness.data_checks import DatasetError, check_dataset_id
 from utils import ReplayBuffer, dataset_to_buffer, discounted_returns, evaluation_env, load_dataset, reference_scores
 
 DIAGNOSTIC_PAIRS = 1000  # dataset (s, a) pairs on which Q, MC return and BC distance are tracked
@@ -51,6 +51,9 @@ class Group:
     step: int = 0  # the group's runs advance in lockstep: one update of every member per step
     elapsed: float = 0.0
     stop_signal: list = field(default_factory=list)
+    # the train.csv metrics summed since its last row, (M,) tensors, and their counts: checkpointed with the runs
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def cfg(self) -> RunConfig:
@@ -125,21 +128,57 @@ def start(cfgs: list[RunConfig], held: contextlib.ExitStack) -> Group:
     for run in group.runs:
         meta = {"flags": config.recorded_flags(run.cfg),
                 "config": config.config_name(run.cfg), "device": str(group.agent.device),
-                "dataset_transitions": len(group.buffer), "env_id": group.env.spec.id, "ref_min_score": ref_min,
-                "ref_max_score": ref_max}
+                "dataset_transitions": len(group.buffer), "dataset_fingerprint": group.buffer.fingerprint,
+                "env_id": group.env.spec.id, "ref_min_score": ref_min, "ref_max_score": ref_max}
         run.dir, lock = run_folder.create(run.cfg, meta)
         held.enter_context(lock)
     return group
 
 
-def resume(run_dirs: tuple[str, ...], given: dict, held: contextlib.ExitStack) -> Group | None:
-    """--resume: hold each folder, check its flags and checkpoint, rebuild the runs as they were; None if finished."""
+def reopen(run_dir: str, given: dict, held: contextlib.ExitStack, names: tuple[str, ...]
+           ) -> tuple[RunConfig, dict, dict]:
+    """One --resume folder, held, checked: no links, its flags and dataset id, its checkpoint; (flags, meta, state)."""
+    run_folder.check_no_links(run_dir)
+    meta = run_folder.read_config(run_dir)
+    held.enter_context(run_folder.hold(run_dir))
+    cfg = run_folder.resumed_config(run_dir, meta, given)
+    try:
+        check_dataset_id(cfg.dataset)
+    except DatasetError as err:
+        raise fail(f"{os.path.join(run_dir, run_folder.CONFIG)}: --dataset: {err}") from None
+    return cfg, meta, run_folder.read_checkpoint(run_dir, names)
+
+
+def check_given_once(run_dirs: tuple[str, ...]) -> None:
+    """Each --resume folder once: a folder given twice would be trained twice over."""
+    seen = {}
+    for run_dir in run_dirs:
+        real = os.path.realpath(run_dir)
+        if real in seen:
+            raise fail(f"--resume: {run_dir} is given twice (as {seen[real]} too); give each run folder once")
+        seen[real] = run_dir
+
+
+def restore_sums(group: Group, checkpoints: list[dict]) -> None:
+    """The train.csv metrics summed since the last row, as the runs' checkpoints hold them, into the group."""
+    sums = [c.get("metric_sums", {}) for c in checkpoints]
+    counts = [c.get("metric_counts", {}) for c in checkpoints]
+    if any(n != counts[0] for n in counts):
+        raise fail("--resume: these runs' checkpoints hold metrics summed over different updates; resume them apart")
+    group.counts = dict(counts[0])
+    group.sums = {name: torch.stack([s[name] for s in sums]).to(group.agent.device) for name in counts[0]}
+
+
+def resume(run_dirs: tuple[str, ...], given: dict, held: contextlib.ExitStack,
+           columns: dict[str, list[str]]) -> Group | None:
+    """--resume: hold each folder, check it, rebuild the runs as they were; None if all are finished.
+
+    columns: each log's columns as this code writes them (a log with another header is refused).
+    """
+    check_given_once(run_dirs)
     cfgs, metas, checkpoints = [], [], []
     for run_dir in run_dirs:
-        meta = run_folder.read_config(run_dir)
-        held.enter_context(run_folder.hold(run_dir))
-        cfg = run_folder.resumed_config(run_dir, meta, given)
-        checkpoint = run_folder.read_checkpoint(run_dir)
+        cfg, meta, checkpoint = reopen(run_dir, given, held, tuple(columns["train.csv"][1:]))
         if checkpoint["step"] >= cfg.total_steps:
             print(f"runner.py: {run_dir} is finished (step {checkpoint['step']} of {cfg.total_steps}); nothing to "
                   f"do. A larger --total_steps beside --resume lengthens it.")
@@ -154,14 +193,17 @@ def resume(run_dirs: tuple[str, ...], given: dict, held: contextlib.ExitStack) -
     check_members(cfgs, "--resume")
     group, _ = build(cfgs)
     dirs = [c.resume[0] for c in cfgs]
+    for run_dir, meta in zip(dirs, metas):
+        run_folder.check_dataset(run_dir, meta, len(group.buffer), group.buffer.fingerprint)
     run_folder.restore(dirs, checkpoints, group.agent)
+    restore_sums(group, checkpoints)
     group.step, group.elapsed = checkpoints[0]["step"], checkpoints[0]["elapsed"]
     for run, run_dir, meta, checkpoint in zip(group.runs, dirs, metas, checkpoints):
         run.dir = run_dir
         for name in ("last_return", "best_return", "best_step"):
             setattr(run, name, checkpoint[name])
         run.saved_step = group.step
-        run_folder.truncate_logs(run.dir, group.step)
+        run_folder.truncate_logs(run.dir, group.step, columns)
         run_folder.record_length(run.dir, meta, run.cfg)
         print(f"resuming {run.dir} at step {group.step} of {run.cfg.total_steps}")
     return group

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from harness import config
 from harness import flags
 from harness import run_folder
 import runner
+from conftest import rollout_episodes, write_dataset
+from td3_agent import TD3Agent
 from helpers import FAST, ROOT, only_run, read_csv, short_run
 
 
@@ -164,10 +167,25 @@ def test_a_run_stopped_before_its_first_checkpoint_says_so(tmp_path, capsys):
 def test_a_run_folder_held_by_another_process_is_refused_naming_it(tiny_dataset, tmp_path, capsys):
     run_dir = short_run(tmp_path / "results")
     before = files_of(run_dir)
-    with run_folder.hold(run_dir):  # as a running runner.py holds it
+    script = ("import sys, time; from harness import run_folder; lock = run_folder.hold(sys.argv[1]); "
+              "print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", script, run_dir], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:  # as a running runner.py holds it
+        assert holder.stdout.readline() == "held\n"
         err = resume_error(capsys, run_dir, "--total_steps", "30")
-    assert f"runner.py: error: {run_dir} is in use by process {os.getpid()} (the pid in its .lock)" in err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"runner.py: error: {run_dir} is in use by process {holder.pid} (the pid in its .lock)" in err
     assert files_of(run_dir) == before
+
+
+def test_a_run_folder_given_twice_is_refused_as_such(tiny_dataset, tmp_path, capsys):
+    run_dir = short_run(tmp_path / "results")
+    err = resume_error(capsys, run_dir, run_dir + "/", "--total_steps", "30")
+    assert err == (f"runner.py: error: --resume: {run_dir}/ is given twice (as {run_dir} too); give each run folder "
+                   f"once\n")
+    assert str(os.getpid()) not in err
 
 
 class RunsCode:
@@ -222,4 +240,123 @@ def test_a_broken_progress_csv_is_named_and_the_checkpoint_not_blamed(tiny_datas
     err = resume_error(capsys, run_dir, "--total_steps", "30")
     assert "progress.csv cannot be read" in err and "checkpoint.pt is intact" in err
     assert "cannot be restored" not in err and "damaged" not in err
+    assert files_of(run_dir) == before
+
+
+def rows_of(run_dir: str, name: str) -> list[dict]:
+    """A log's rows without time_s, the one column an interruption may change."""
+    return [{k: v for k, v in row.items() if k != "time_s"} for row in read_csv(os.path.join(run_dir, name))]
+
+
+def sigterm_at(calls: list, n: int) -> None:
+    """Count a call; SIGTERM this process at the nth, as `timeout` or a batch scheduler would."""
+    calls.append(1)
+    if len(calls) == n:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_between_train_rows_then_resume_writes_the_uninterrupted_rows(tiny_dataset, tmp_path, monkeypatch,
+                                                                              capsys):
+    run_flags = [*FAST, "--total_steps", "40", "--eval_every", "20", "--log_every", "10", "--cql_alpha", "1"]
+    assert runner.main([*run_flags, "--results_dir", str(tmp_path / "whole")]) == 0
+    whole = only_run(tmp_path / "whole")
+    update, calls = TD3Agent.update, []
+
+    def update_then_signal(agent, *batch):
+        metrics = update(agent, *batch)
+        sigterm_at(calls, 15)  # after the 15th update: half way between the rows of steps 10 and 20
+        return metrics
+    monkeypatch.setattr(TD3Agent, "update", update_then_signal)
+    assert runner.main([*run_flags, "--results_dir", str(tmp_path / "cut")]) == 130
+    cut = only_run(tmp_path / "cut")
+    assert [row["step"] for row in rows_of(cut, "train.csv")] == ["10"]
+    assert torch.load(os.path.join(cut, "checkpoint.pt"), weights_only=True)["step"] == 15
+    monkeypatch.setattr(TD3Agent, "update", update)
+    assert runner.main(["--resume", cut]) == 0
+    assert rows_of(cut, "train.csv") == rows_of(whole, "train.csv")
+    assert rows_of(cut, "progress.csv") == rows_of(whole, "progress.csv")
+
+
+def test_sigterm_during_an_evaluation_stops_it_at_once_and_resume_repeats_it(tiny_dataset, tmp_path, monkeypatch,
+                                                                             capsys):
+    run_flags = [*FAST, "--total_steps", "30", "--eval_every", "10", "--eval_episodes", "3"]
+    assert runner.main([*run_flags, "--results_dir", str(tmp_path / "whole")]) == 0
+    whole = only_run(tmp_path / "whole")
+    evaluate, evaluations, policy_calls = runner.evaluate, [], []
+
+    def evaluate_with_a_signal(policy, *args, **kwargs):
+        evaluations.append(1)
+        if len(evaluations) == 2:  # the evaluation of step 20: a signal at its first policy step
+            signalling = policy
+            policy = lambda obs: (sigterm_at(policy_calls, 1), signalling(obs))[1]  # noqa: E731
+        return evaluate(policy, *args, **kwargs)
+    monkeypatch.setattr(runner, "evaluate", evaluate_with_a_signal)
+    capsys.readouterr()
+    assert runner.main([*run_flags, "--results_dir", str(tmp_path / "cut")]) == 130
+    cut = only_run(tmp_path / "cut")
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"runner.py: interrupted during the evaluation at step 20; resume from the checkpoint of step 10 with: "
+        f"python runner.py --resume {cut}")
+    assert len(policy_calls) == 1  # no episode went on after the signal
+    assert [row["step"] for row in rows_of(cut, "progress.csv")] == ["10"]
+    monkeypatch.setattr(runner, "evaluate", evaluate)
+    assert runner.main(["--resume", cut]) == 0
+    assert rows_of(cut, "progress.csv") == rows_of(whole, "progress.csv")
+    assert rows_of(cut, "train.csv") == rows_of(whole, "train.csv")
+
+
+
+@pytest.mark.parametrize("name", [".lock", "checkpoint.pt.tmp", "progress.csv", "config.json", "videos"])
+def test_a_run_folder_holding_a_link_is_refused_and_nothing_is_written_through_it(tiny_dataset, tmp_path, capsys,
+                                                                                  name):
+    run_dir = short_run(tmp_path / "results")
+    target = tmp_path / "precious"
+    target.mkdir() if name == "videos" else target.write_text("precious")
+    if os.path.exists(os.path.join(run_dir, name)):
+        os.rename(os.path.join(run_dir, name), tmp_path / "moved")
+    os.symlink(target, os.path.join(run_dir, name))
+    err = resume_error(capsys, run_dir, "--total_steps", "30")
+    assert err == (f"runner.py: error: --resume: {run_dir}/{name} is a symbolic link; this code writes through no "
+                   f"link it did not make: remove the link (and see what it points to), then resume\n")
+    assert os.listdir(target) == [] if name == "videos" else target.read_text() == "precious"
+
+
+def test_a_dataset_id_in_config_json_that_leaves_the_datasets_folder_is_refused(tiny_dataset, tmp_path, capsys):
+    run_dir = short_run(tmp_path / "results")
+    config_path = Path(run_dir, "config.json")
+    written = json.loads(config_path.read_text())
+    written["flags"]["dataset"] = "../elsewhere/hopper-v0"
+    config_path.write_text(json.dumps(written))
+    err = resume_error(capsys, run_dir, "--total_steps", "30")
+    assert err.startswith(f"runner.py: error: {config_path}: --dataset: '../elsewhere/hopper-v0' is not a Minari "
+                          f"dataset id")
+
+
+@pytest.mark.parametrize("change", ["longer", "same size, other values"])
+def test_resume_notices_that_the_dataset_under_the_runs_id_changed(minari_root, tmp_path, capsys, change):
+    write_dataset(minari_root)
+    run_dir = short_run(tmp_path / "results")
+    before = files_of(run_dir)
+    shutil.rmtree(minari_root / "test")
+    episodes = rollout_episodes((8,) + (200,) * (16 if change == "longer" else 15))
+    if change != "longer":
+        episodes[3].rewards[0] += 1.0
+    write_dataset(minari_root, episodes=episodes)
+    err = resume_error(capsys, run_dir, "--total_steps", "30")
+    changed = "holds " if change == "longer" else "is not the one it began on (its fingerprint differs)"
+    assert f"--resume: the dataset 'test/hopper/tiny-v0' of {run_dir} changed since the run began: it {changed}" in err
+    assert "put the original dataset back, or start a new run" in err
+    assert files_of(run_dir) == before
+
+
+@pytest.mark.parametrize("header", ["step,eval_return_std,eval_return_mean,dataset_q,mc_return,policy_q,bc_distance,time_s",
+                                    "step,eval_return_mean,eval_return_std,dataset_q,mc_return,policy_q,bc_distance"])
+def test_a_log_whose_header_is_not_the_codes_columns_is_refused(tiny_dataset, tmp_path, capsys, header):
+    run_dir = short_run(tmp_path / "results")
+    path = Path(run_dir, "progress.csv")
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([header, *lines[1:]]) + "\n")  # swapped columns, or one short
+    before = files_of(run_dir)
+    err = resume_error(capsys, run_dir, "--total_steps", "30")
+    assert f"runner.py: error: {path} has the columns {header}, this code writes step,eval_return_mean," in err
     assert files_of(run_dir) == before
