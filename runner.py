@@ -129,8 +129,9 @@ def stop_diverged(group: Group, rows: list[dict[str, float]]) -> None:
     for m, run in group.running():
         run.stopped = divergence(run, rows[m])
         if run.stopped:
-            tqdm.write(f"runner.py: {run.dir} stopped: {run.stopped}. It keeps its CSV files and the last good "
-                       f"checkpoint; try a smaller --lr or --cql_alpha.", file=sys.stderr)
+            kept = "the last good checkpoint" if run.saved_step else "no checkpoint (none was written before)"
+            tqdm.write(f"runner.py: {run.dir} stopped: {run.stopped}. It keeps its CSV files and {kept}; try a "
+                       f"smaller --lr or --cql_alpha.", file=sys.stderr)
 
 
 def evaluation_step(group: Group, clock_start: float) -> None:

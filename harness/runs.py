@@ -118,9 +118,21 @@ def check_members(cfgs: list[RunConfig], what: str) -> None:
                    f"(bc_weight all numbers or all 'auto', cql_alpha all 0 or all > 0); run them apart")
 
 
+def check_distinct(cfgs: list[RunConfig]) -> None:
+    """Runs given together must differ: the same flags and seed twice is one run, not two seeds."""
+    seen = set()
+    for c in cfgs:
+        key = json.dumps(config.recorded_flags(c), sort_keys=True)
+        if key in seen:
+            raise fail(f"--seeds gives seed {c.seed} twice; give each seed once (runs with the same flags and "
+                       f"seed are the same run, not independent seeds)")
+        seen.add(key)
+
+
 def start(cfgs: list[RunConfig], held: contextlib.ExitStack) -> Group:
     """New runs: build them, then make (and hold) each one's folder with its config.json."""
     check_members(cfgs, "runs given together")
+    check_distinct(cfgs)
     for c in cfgs:
         config.check_results_dir(c.results_dir)
     group, dataset = build(cfgs)

@@ -360,3 +360,14 @@ def test_a_log_whose_header_is_not_the_codes_columns_is_refused(tiny_dataset, tm
     err = resume_error(capsys, run_dir, "--total_steps", "30")
     assert f"runner.py: error: {path} has the columns {header}, this code writes step,eval_return_mean," in err
     assert files_of(run_dir) == before
+
+
+def test_a_run_that_diverges_before_its_first_checkpoint_does_not_promise_one(tiny_dataset, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert runner.main([*FAST, "--total_steps", "30", "--eval_every", "10", "--max_abs_q", "1e-9",
+                        "--results_dir", str(results)]) == 1
+    run_dir = only_run(results)
+    assert not os.path.exists(os.path.join(run_dir, "checkpoint.pt"))
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "stopped:" in line]
+    assert "It keeps its CSV files and no checkpoint (none was written before); try a smaller" in line
+    assert "last good checkpoint" not in line
