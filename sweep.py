@@ -17,7 +17,6 @@ Ctrl-C or SIGTERM stops every run at a checkpoint and writes no table; --resume 
 `python plot.py sweeps/sweep-<time>/` draws the runs.
 """
 import argparse
-import dataclasses
 import json
 import math
 import multiprocessing

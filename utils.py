@@ -96,8 +96,9 @@ def load_dataset(dataset_id: str) -> minari.MinariDataset:
         dataset = minari.load_dataset(dataset_id, download=True)
     except Exception as err:  # Minari raises many kinds (network, unknown id, missing extras, damaged files)
         if os.path.isdir(local):
-            raise DatasetError(f"cannot read Minari dataset '{dataset_id}' in {local} ({reason(err)}); its files "
-                               f"are damaged or incomplete: delete that folder and download or write it again") from None
+            raise DatasetError(f"cannot read Minari dataset '{dataset_id}' in {local} ({reason(err)}); its "
+                               f"files are damaged or incomplete: delete that folder and download or write it "
+                               f"again") from None
         raise DatasetError(f"cannot load Minari dataset '{dataset_id}': not under {local} and the "
                            f"download failed ({type(err).__name__}: {err}). {HINT} or connect to the "
                            f"internet.") from None

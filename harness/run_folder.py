@@ -22,7 +22,7 @@ import torch
 
 from harness import config
 from harness.config import RunConfig
-from harness.files import (LINK_HINT, LOCK, RunFolderError, append_row, check_header, hold, links_in,  # noqa: F401
+from harness.files import (LINK_HINT, RunFolderError, append_row, check_header, hold, links_in,  # noqa: F401
                            make_folder, no_follow, save_tensors, write_atomically)
 from utils import reason
 

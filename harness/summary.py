@@ -8,7 +8,6 @@ or stopped early, and flags copies of a run (two folders of one seed). Reads onl
 plot.py draws them.
 """
 import json
-import math
 import re
 
 import numpy as np
@@ -142,8 +141,9 @@ def return_stats(row: dict, finished: list[Run], random: float | None, expert: f
         stat = iqm_ci(np.array(per_seed))
         row |= dict(zip((f"{when}_return_mean", f"{when}_return_std"), spread(per_seed)))
         row |= dict(zip((f"{when}_return_iqm", f"{when}_return_ci_low", f"{when}_return_ci_high"), stat))
-        row |= {f"{when}_normalized_{s}": normalized(v, random, expert) for s, v in zip(("iqm", "ci_low", "ci_high"), stat)}
-    row["final_returns_per_seed"] = " ".join(f"{v[-1]:.1f}" for _, v in returns)  # in seed-folder order
+        row |= {f"{when}_normalized_{s}": normalized(v, random, expert)
+                for s, v in zip(("iqm", "ci_low", "ci_high"), stat)}
+    row["final_returns_per_seed"] = " ".join(f"{v[-1]:.1f}" for _, v in returns)  # in folder order
 
 
 def summary_rows(groups: dict[str, list[Run]]) -> list[dict]:
@@ -202,7 +202,8 @@ def summary_table(rows: list[dict]) -> str:
               f"normalized final{f' ({PROXY})' if all(proxy) else ''}", "final dataset_q", "mc_return"]
     cells = [[row["group"], f"{row['seeds']}: {row['seeds_reached_final']}/{row['seeds_diverged']}/"
               f"{row['seeds_stopped_early']}", interval(row, "final_return"), interval(row, "best_return"),
-              NO_REFERENCE if row["normalized_reference"] == NO_REFERENCE else mark * p + interval(row, "final_normalized"),
+              NO_REFERENCE if row["normalized_reference"] == NO_REFERENCE
+              else mark * p + interval(row, "final_normalized"),
               number(row["final_dataset_q"]), number(row["mc_return"])] for row, p in zip(rows, proxy)]
     widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
