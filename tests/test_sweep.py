@@ -202,6 +202,10 @@ def test_resume_beside_other_flags_or_of_a_folder_that_is_no_sweep_is_refused(ti
            "--bc_weight --total_steps" in err
     assert f"cannot read {tmp_path}/sweep.json" in one_line_error(capsys, ["--resume", str(tmp_path)])
     record = json.loads((sweep_dir / "sweep.json").read_text())
+    (run_dir,) = [p for p in sweep_dir.iterdir() if p.is_dir()]
+    (run_dir / "config.json").write_text('{"flags": {"lr": 0.1,}}')  # a hand edit gone wrong
+    err = one_line_error(capsys, record["groups"][0], "runner.py", runner.run_group)  # what --resume runs
+    assert err.startswith(f"runner.py: error: --resume: {run_dir}/config.json cannot be read (JSONDecodeError")
     record["groups"][0][0]["lr"] = -1
     (sweep_dir / "sweep.json").write_text(json.dumps(record))
     err = one_line_error(capsys, ["--resume", str(sweep_dir)], "runner.py")  # runner.py's flags, checked as its
