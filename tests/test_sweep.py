@@ -130,12 +130,15 @@ def test_a_run_that_stopped_early_or_diverged_gives_no_number_and_is_counted(tmp
     for seed, returns in enumerate([(300.0, 600.0, 900.0), (300.0, 500.0), (300.0, float("nan"))]):
         write_run(tmp_path, "td3_bc_weight=1", seed, returns=returns, bc_weight=1.0)  # seed 1's worker died at 2000
     write_run(tmp_path, "td3_bc_weight=10", 0, returns=(300.0,), bc_weight=10.0)
+    write_run(tmp_path / "copied", "td3_bc_weight=10", 0, returns=(300.0,), bc_weight=10.0)  # the same run again
     table = sweep_table.summarise(sweep_table.sweep_runs(str(tmp_path)), [1.0, 10.0], seeds=3)
     assert [(r["finished"], r["diverged"], r["stopped_early"]) for r in table] == [(1, 1, 1), (0, 0, 3)]
+    assert [r["copies"] for r in table] == [0, 1]
     assert table[0]["final_return_mean"] == 900.0 and table[0]["final_return_std"] is None  # one finished seed
     assert table[1]["final_return_mean"] is None  # not its step-1000 return
     text = sweep_table.table_text(table)
     assert "bc_weight 10.0: 0 of 3 seeds finished (0 diverged, 3 stopped early)" in text
+    assert "bc_weight 10.0: 1 run folder(s) repeat a seed's flags (copies), counted once" in text
     path = sweep_table.write_table(str(tmp_path), table)
     with open(path, newline="") as f:
         assert list(csv.DictReader(f))[1]["final_return_mean"] == ""
@@ -197,6 +200,9 @@ def test_resume_beside_other_flags_or_of_a_folder_that_is_no_sweep_is_refused(ti
     assert sweep.main(["--bc_weight", "1", "--results_dir", str(tmp_path / "sweeps"), *RUN, "--total_steps", "4",
                        "--eval_every", "4"]) == 0
     (sweep_dir,) = (tmp_path / "sweeps").iterdir()
+    os.remove(sweep_dir / "sweep.csv")
+    assert sweep.main(["--resume", str(sweep_dir), "--workers", "2"]) == 0  # finished: nothing to train
+    assert (sweep_dir / "sweep.csv").exists()
     err = one_line_error(capsys, ["--resume", str(sweep_dir), "--bc_weight", "1", "--total_steps", "8"])
     assert "--resume continues a sweep with the flags of its sweep.json; only --workers may be given beside it, not " \
            "--bc_weight --total_steps" in err
