@@ -14,6 +14,7 @@ with a 95% percentile-bootstrap interval.
 """
 import argparse
 import csv
+import hashlib
 import math
 import os
 import re
@@ -222,8 +223,10 @@ def training_figure(title: str, groups: dict[str, list[Run]], panels: tuple,
 
 
 def file_safe(label: str) -> str:
-    """A label as part of a file name: bc_weight=10 cql_alpha=5 -> bc_weight=10_cql_alpha=5."""
-    return re.sub(r"[^\w.=+-]+", "_", label).strip("_") or "run"
+    """A label as part of a file name: bc_weight=10 cql_alpha=5 -> bc_weight=10_cql_alpha=5; a label too long for
+    a file name is cut, with a hash of the whole label appended."""
+    name = re.sub(r"[^\w.=+-]+", "_", label).strip("_") or "run"
+    return f"{name[:110]}~{hashlib.sha1(label.encode()).hexdigest()[:8]}" if len(name) > 120 else name
 
 
 def distinct(references: list[Reference]) -> list[Reference]:

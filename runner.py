@@ -29,16 +29,17 @@ from harness import runs
 from harness.config import LaunchConfig, RunConfig
 from harness.run_folder import RunFolderError
 from harness.runs import Group, Run
-from utils import EVAL_SEED_OFFSET, evaluate, reason, record_video
+from harness.video import record_video
+from utils import EVAL_SEED_OFFSET, EvaluationStopped, evaluate, reason
 
 
 
 class MetricMeans:
     """Running sums of the update's metrics (one value per member), kept on the device, read once per --log_every."""
 
-    def __init__(self):
-        self.sums: dict[str, torch.Tensor] = {}
-        self.counts: dict[str, int] = {}
+    def __init__(self, sums: dict[str, torch.Tensor] | None = None, counts: dict[str, int] | None = None):
+        # the group's, when given: its checkpoints hold them, so a resumed interval sums what it would have
+        self.sums, self.counts = ({} if sums is None else sums), ({} if counts is None else counts)
 
     def add(self, metrics: dict[str, torch.Tensor]) -> None:
         """Add one update's metrics (the actor's appear only on actor steps, so counts differ)."""
@@ -51,23 +52,36 @@ class MetricMeans:
         names = list(self.sums)
         values = torch.stack([self.sums[n] for n in names]).tolist() if names else []
         means = {n: [v / self.counts[n] for v in per_member] for n, per_member in zip(names, values)}
-        self.sums, self.counts = {}, {}
+        self.sums.clear(), self.counts.clear()
         return means
+
+
+def progress_row(step: int, returns: np.ndarray, measured: dict[str, float], mc_return: float,
+                 elapsed: float) -> dict[str, float]:
+    """One progress.csv row: the evaluation's returns, the diagnostics (the MC return beside dataset_q), the time."""
+    row = {"step": step, "eval_return_mean": float(returns.mean()), "eval_return_std": float(returns.std())}
+    if "dataset_q" in measured:  # the Monte-Carlo return of the same pairs goes beside it
+        row["dataset_q"] = measured["dataset_q"]
+    others = {name: value for name, value in measured.items() if name != "dataset_q"}
+    return row | {"mc_return": mc_return} | others | {"time_s": round(elapsed, 2)}
+
+
+def progress_columns(group: Group) -> list[str]:
+    """progress.csv's columns for the group's agent, as progress_row lays them out (--resume checks them)."""
+    names = group.agent.diagnostics(*group.probe)
+    return list(progress_row(0, np.zeros(1), dict.fromkeys(names, 0.0), 0.0, 0.0))
 
 
 def evaluate_and_log(group: Group) -> list[dict[str, float]]:
     """Evaluate every running member's policy, measure its diagnostics, append its progress.csv row."""
     returns = evaluate(group.agent.actor.act, group.env, group.cfg.eval_episodes,
-                       seeds=[run.cfg.seed + EVAL_SEED_OFFSET for run in group.runs])
+                       seeds=[run.cfg.seed + EVAL_SEED_OFFSET for run in group.runs],
+                       stop=lambda: bool(group.stop_signal))  # a signal ends the evaluation within a step
     diagnostics = group.agent.diagnostics(*group.probe)  # dataset_q, policy_q (agents with a critic), bc_distance
     rows = []
     for m, run in enumerate(group.runs):
-        measured = {name: values[m] for name, values in diagnostics.items()}
-        row = {"step": group.step, "eval_return_mean": float(returns[m].mean()),
-               "eval_return_std": float(returns[m].std())}
-        if "dataset_q" in measured:  # the Monte-Carlo return of the same pairs goes beside it
-            row["dataset_q"] = measured.pop("dataset_q")
-        row |= {"mc_return": run.mc_return} | measured | {"time_s": round(group.elapsed, 2)}
+        row = progress_row(group.step, returns[m], {name: values[m] for name, values in diagnostics.items()},
+                           run.mc_return, group.elapsed)
         if not run.stopped:
             run_folder.append_row(os.path.join(run.dir, "progress.csv"), list(row), row)
         rows.append(row)
@@ -112,7 +126,8 @@ def save_checkpoints(group: Group) -> None:
     states = group.agent.members.state_dicts(group.agent)
     for m, run in group.running():
         progress = {"step": group.step, "elapsed": group.elapsed} | {
-            name: getattr(run, name) for name in ("last_return", "best_return", "best_step")}
+            name: getattr(run, name) for name in ("last_return", "best_return", "best_step")} | {
+            "metric_sums": {name: sums[m] for name, sums in group.sums.items()}, "metric_counts": dict(group.counts)}
         run_folder.save_checkpoint(run.dir, progress, states[m])
         run.saved_step = group.step
 
@@ -133,8 +148,9 @@ def stop_diverged(group: Group, rows: list[dict[str, float]]) -> None:
     for m, run in group.running():
         run.stopped = divergence(run, rows[m])
         if run.stopped:
-            tqdm.write(f"runner.py: {run.dir} stopped: {run.stopped}. It keeps its CSV files and the last good "
-                       f"checkpoint; try a smaller --lr or --cql_alpha.", file=sys.stderr)
+            kept = "the last good checkpoint" if run.saved_step else "no checkpoint (none was written before)"
+            tqdm.write(f"runner.py: {run.dir} stopped: {run.stopped}. It keeps its CSV files and {kept}; try a "
+                       f"smaller --lr or --cql_alpha.", file=sys.stderr)
 
 
 def evaluation_step(group: Group, clock_start: float) -> None:
@@ -159,7 +175,7 @@ def video_due(group: Group) -> bool:
 
 def training_loop(group: Group, bar: tqdm) -> int:
     """Update every member; log every --log_every; evaluate, checkpoint every --eval_every; returns the status."""
-    cfg, agent, means = group.cfg, group.agent, MetricMeans()
+    cfg, agent, means = group.cfg, group.agent, MetricMeans(group.sums, group.counts)
     clock_start = time.perf_counter() - group.elapsed  # wall-clock survives --resume
     while group.step < cfg.total_steps and group.running():
         means.add(agent.update(*group.buffer.sample(cfg.td3.batch_size, agent.members.generators)))
@@ -220,6 +236,12 @@ def train(group: Group) -> int:
                 else "no checkpoint was written yet: free the disk, then start again")
         print(f"runner.py: error: {err} at step {group.step}; {kept}", file=sys.stderr)
         return 1
+    except EvaluationStopped:  # the step's evaluation was abandoned: resume repeats it from the last checkpoint
+        saved, dirs = group.runs[0].saved_step, " ".join(run.dir for _, run in group.running())
+        tqdm.write(f"runner.py: interrupted during the evaluation at step {group.step}; " + (
+            f"resume from the checkpoint of step {saved} with: python runner.py --resume {dirs}" if saved else
+            "no checkpoint was written yet: start the run again"), file=sys.stderr)
+        return 130
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -229,7 +251,7 @@ def run(cfgs: list[RunConfig] | None, launch: LaunchConfig, given: dict) -> int:
     """Train new runs side by side (cfgs), or with cfgs None those of --resume; returns the exit status."""
     with contextlib.ExitStack() as held:  # the run folders' locks, let go when the runs end
         try:
-            group = runs.start(cfgs, launch, held) if cfgs else runs.resume(launch, given, held)
+            group = runs.start(cfgs, launch, held) if cfgs else runs.resume(launch, given, held, progress_columns)
         except RunFolderError as err:
             raise runs.fail(str(err)) from None
         except KeyboardInterrupt:

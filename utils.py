@@ -1,13 +1,19 @@
-"""Minari dataset -> replay buffer, evaluation, seeding. No networks, no losses."""
+"""Minari dataset -> replay buffer (checked: harness/data_checks.py), Monte-Carlo returns, evaluation. No networks."""
+import hashlib
 import os
 import socket
+import sys
 import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import gymnasium as gym
 import minari
 import numpy as np
 import torch
+
+from harness.data_checks import (DatasetError, check_counts, check_dataset_id, check_datasets_path, check_episode,
+                                 check_spaces, clip_actions, registered_env)
 
 
 def reason(err: BaseException, limit: int = 160) -> str:
@@ -20,10 +26,10 @@ def reason(err: BaseException, limit: int = 160) -> str:
 
 # Evaluation episodes (and their videos) use env seeds seed + EVAL_SEED_OFFSET, seed + EVAL_SEED_OFFSET + 1, ...
 EVAL_SEED_OFFSET = 10_000
-
-
-class DatasetError(Exception):
-    """The dataset cannot be had; the message says why and what would work."""
+# The bound of an evaluation episode whose environment sets no step limit of its own (Hopper's limit)
+EVAL_MAX_STEPS = 1000
+HINT = ("Set MINARI_DATASETS_PATH to the folder that holds it (the one with mujoco/hopper/medium-v0/ inside, e.g. "
+        "MINARI_DATASETS_PATH=~/datasets/minari)")
 
 
 @dataclass
@@ -38,6 +44,7 @@ class ReplayBuffer:
     obs_dim: int
     act_dim: int
     episode_ends: np.ndarray  # (episodes,), int64
+    fingerprint: str = ""  # of the rows and episode ends (fingerprint()), recorded in config.json
 
     def __len__(self) -> int:
         return self.data.shape[0]
@@ -75,18 +82,27 @@ def remote_reachable() -> bool:
 
 
 def load_dataset(dataset_id: str) -> minari.MinariDataset:
-    """minari.load_dataset with download=True; a failed download or unusable spaces is one clear error."""
-    local = os.path.join(minari.storage.get_dataset_path(dataset_id), "data")
-    hint = (f"Set MINARI_DATASETS_PATH to the folder that holds {dataset_id}/ (e.g. "
-            f"MINARI_DATASETS_PATH=~/datasets/minari) or connect to the internet.")
+    """minari.load_dataset with download=True; a bad id or folder, a failed download or unusable spaces is one
+    clear error."""
+    check_dataset_id(dataset_id)
+    check_datasets_path()
+    try:
+        local = os.path.join(minari.storage.get_dataset_path(dataset_id), "data")
+    except OSError as err:  # MINARI_DATASETS_PATH below a file, or one that cannot be made
+        raise DatasetError(f"MINARI_DATASETS_PATH cannot hold datasets ({reason(err)}); {HINT}") from None
     if not os.path.isdir(local) and not remote_reachable():
         raise DatasetError(f"Minari dataset '{dataset_id}' is not under {local} and Minari's remote "
-                           f"cannot be reached (offline). {hint}")
+                           f"cannot be reached (offline). {HINT} or connect to the internet.")
     try:
         dataset = minari.load_dataset(dataset_id, download=True)
-    except Exception as err:  # Minari raises many kinds (network, unknown id, missing extras)
+    except Exception as err:  # Minari raises many kinds (network, unknown id, missing extras, damaged files)
+        if os.path.isdir(local):
+            raise DatasetError(f"cannot read Minari dataset '{dataset_id}' in {local} ({reason(err)}); its "
+                               f"files are damaged or incomplete: delete that folder and download or write it "
+                               f"again") from None
         raise DatasetError(f"cannot load Minari dataset '{dataset_id}': not under {local} and the "
-                           f"download failed ({type(err).__name__}: {err}). {hint}") from None
+                           f"download failed ({type(err).__name__}: {err}). {HINT} or connect to the "
+                           f"internet.") from None
     check_spaces(dataset, dataset_id)
     return dataset
 
@@ -104,12 +120,39 @@ def transition_rows(episode: minari.EpisodeData) -> np.ndarray:
                            1.0 - episode.terminations[:, None]], axis=1, dtype=np.float32)
 
 
-def check_spaces(dataset: minari.MinariDataset, dataset_id: str) -> None:
-    """The dataset's observations and actions must be flat Box vectors: what the networks take."""
-    for name, space in (("observation", dataset.observation_space), ("action", dataset.action_space)):
-        if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
-            raise DatasetError(f"dataset '{dataset_id}' has a {type(space).__name__}{getattr(space, 'shape', '')} "
-                               f"{name} space; this code trains on flat Box observations and actions only")
+def read_episodes(dataset: minari.MinariDataset) -> Iterator[minari.EpisodeData]:
+    """The dataset's episodes, one at a time; a file that cannot be read (cut short, a field missing) is a
+    DatasetError."""
+    episodes = dataset.iterate_episodes()
+    while True:
+        try:
+            episode = next(episodes)
+        except StopIteration:
+            return
+        except Exception as err:  # h5py and Minari raise OSError, KeyError, ValueError... on a damaged file
+            raise DatasetError(f"dataset '{dataset.spec.dataset_id}': cannot read its episodes in "
+                               f"{dataset.spec.data_path} ({reason(err)}); its files are damaged or incomplete "
+                               f"(a download cut short?): delete that folder and download or write it again") from None
+        yield episode
+
+
+def read_transitions(dataset: minari.MinariDataset, obs_dim: int, act_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every transition, checked, in one array preallocated from the metadata; and the episode ends.
+
+    Episodes are written one after another (no list of pieces to concatenate, so the peak memory
+    is the buffer and one episode).
+    """
+    data = np.empty((dataset.total_steps, 2 * obs_dim + act_dim + 2), dtype=np.float32)
+    lengths, row = [], 0
+    for episode in read_episodes(dataset):
+        check_episode(episode, episode.id, obs_dim, act_dim, dataset.spec.dataset_id)
+        steps = len(episode.actions)
+        if row + steps <= len(data):  # past the end, the counts disagree: check_counts says so
+            data[row:row + steps] = transition_rows(episode)
+        row += steps
+        lengths.append(steps)
+    check_counts(dataset, row, len(lengths))
+    return data, np.cumsum(lengths)
 
 
 def first_non_finite(data: np.ndarray, obs_dim: int, act_dim: int, episode_ends: np.ndarray,
@@ -129,41 +172,51 @@ def first_non_finite(data: np.ndarray, obs_dim: int, act_dim: int, episode_ends:
     return f"{field} of episode {episode_ids[k]}, step {step}"
 
 
-def dataset_to_buffer(dataset: minari.MinariDataset, device: torch.device) -> ReplayBuffer:
+def fingerprint(data: np.ndarray, episode_ends: np.ndarray) -> str:
+    """A digest of every transition and of where episodes end: resume compares it to notice a changed dataset."""
+    digest = hashlib.blake2b(np.ascontiguousarray(data).data, digest_size=16)
+    digest.update(episode_ends.astype(np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def print_warning(message: str) -> None:
+    """A one-line warning on stderr."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def dataset_to_buffer(dataset: minari.MinariDataset, device: torch.device,
+                      warn: Callable[[str], None] = print_warning) -> ReplayBuffer:
     """Copy every transition of a Minari dataset into a ReplayBuffer of exactly total_steps rows.
 
-    Episodes are written one after another into one preallocated array (no list of pieces to
-    concatenate, so the peak memory is the buffer and one episode). A NaN or infinity anywhere
-    is a DatasetError naming the field, episode and step: training on it would silently ruin
-    every network.
+    Damaged files, arrays that disagree, counts that disagree with the metadata, terminations
+    that are not 0 or 1, and a NaN or infinity anywhere are each a DatasetError naming where:
+    training on them would silently ruin every network. Actions outside the action space are
+    clipped into it, with a warning.
     """
+    dataset_id = dataset.spec.dataset_id
     obs_dim, act_dim = dataset.observation_space.shape[0], dataset.action_space.shape[0]
-    data = np.empty((dataset.total_steps, 2 * obs_dim + act_dim + 2), dtype=np.float32)
-    lengths, row = [], 0
-    for episode in dataset.iterate_episodes():
-        rows = transition_rows(episode)
-        data[row:row + len(rows)] = rows
-        row += len(rows)
-        lengths.append(len(rows))
-    episode_ends = np.cumsum(lengths)
-    if row != dataset.total_steps:
-        raise DatasetError(f"dataset '{dataset.spec.dataset_id}' says it holds {dataset.total_steps} steps, "
-                           f"its episodes hold {row}; the dataset files are damaged")
+    data, episode_ends = read_transitions(dataset, obs_dim, act_dim)
     where = first_non_finite(data, obs_dim, act_dim, episode_ends, list(dataset.episode_indices))
     if where:
-        raise DatasetError(f"dataset '{dataset.spec.dataset_id}' holds a NaN or infinity in {where}; "
+        raise DatasetError(f"dataset '{dataset_id}' holds a NaN or infinity in {where}; "
                            f"clean the dataset before training on it")
-    return ReplayBuffer(torch.from_numpy(data).to(device), obs_dim, act_dim, episode_ends)
+    space = dataset.action_space
+    clipped = clip_actions(data[:, obs_dim:obs_dim + act_dim], space.low, space.high, dataset_id)
+    if clipped:
+        warn(clipped)
+    return ReplayBuffer(torch.from_numpy(data).to(device), obs_dim, act_dim, episode_ends,
+                        fingerprint(data, episode_ends))
 
 
 def evaluation_env(dataset: minari.MinariDataset) -> gym.Env:
-    """The dataset's evaluation environment, checked against the dataset's spaces."""
+    """The dataset's evaluation environment, made from this machine's registry, checked against the dataset's spaces."""
     dataset_id = dataset.spec.dataset_id
+    env_id, kwargs, limit = registered_env(dataset.storage.metadata, dataset_id)
     try:
-        env = dataset.recover_environment(eval_env=True)
-    except Exception as err:  # no env spec stored, an env id gymnasium does not know, missing extras
-        raise DatasetError(f"dataset '{dataset_id}' names no environment this machine can make "
-                           f"({reason(err)}); it cannot be evaluated") from None
+        env = gym.make(env_id, max_episode_steps=limit, **kwargs)
+    except Exception as err:  # kwargs the env does not take, missing extras (mujoco)
+        raise DatasetError(f"dataset '{dataset_id}' names an environment this machine cannot make ({env_id}: "
+                           f"{reason(err)}); it cannot be evaluated") from None
     for name in ("observation_space", "action_space"):
         ours, theirs = getattr(env, name), getattr(dataset, name)
         if not isinstance(ours, gym.spaces.Box) or ours.shape != theirs.shape or (
@@ -228,69 +281,40 @@ def behaviour_return(buffer: ReplayBuffer) -> dict[str, float | int]:
             "dataset_episodes": len(returns)}
 
 
-def evaluate(policy, env: gym.Env, episodes: int, seeds: list[int]) -> np.ndarray:
+class EvaluationStopped(Exception):
+    """A signal asked the process to stop during an evaluation; its episodes were abandoned."""
+
+
+def episode_limit(env: gym.Env) -> int:
+    """The bound of every evaluation episode: the env's own step limit, else EVAL_MAX_STEPS."""
+    return (env.spec.max_episode_steps if env.spec else None) or EVAL_MAX_STEPS
+
+
+def evaluate(policy, env: gym.Env, episodes: int, seeds: list[int],
+             stop: Callable[[], bool] = lambda: False) -> np.ndarray:
     """Undiscounted returns, (M, episodes), of M members' deterministic policies.
 
     Member m's episodes run in copies of `env` seeded seeds[m], seeds[m] + 1, ...; all M x episodes
-    run side by side, so `policy` maps (M, n, obs_dim) to (M, n, act_dim) once per time step.
+    run side by side, so `policy` maps (M, n, obs_dim) to (M, n, act_dim) once per time step. Each
+    episode ends by episode_limit(env) steps; EvaluationStopped as soon as `stop()` is true.
     """
     members = len(seeds)
     envs = [[env if m == i == 0 else gym.make(env.spec) for i in range(episodes)] for m in range(members)]
-    obs = np.stack([[e.reset(seed=seed + i)[0] for i, e in enumerate(row)] for seed, row in zip(seeds, envs)])
-    returns = np.zeros((members, episodes))
-    running = np.ones((members, episodes), dtype=bool)
-    while running.any():
-        actions = policy(obs)  # finished episodes' rows are computed too, and ignored: one batch per step
-        for m, i in zip(*np.nonzero(running)):
-            obs[m, i], reward, terminated, truncated, _ = envs[m][i].step(actions[m, i])
-            returns[m, i] += reward
-            running[m, i] = not (terminated or truncated)
-    for row in envs:
-        for e in row:
-            if e is not env:
-                e.close()
-    return returns
-
-
-def make_render_env(env: gym.Env) -> gym.Env:
-    """A copy of env that renders RGB frames, through the camera that follows the agent if it has one.
-
-    MuJoCo's locomotion models (Hopper, Walker2d, HalfCheetah) define a camera named 'track'
-    that follows the body; the default free camera stays put while the hopper moves out of view.
-    Shadows and 4x multisampling are turned off: without a GPU they cost most of a frame
-    (0.11 s a frame with them, 0.017 s without, here), and the picture barely changes.
-    """
     try:
-        render_env = gym.make(env.spec, render_mode="rgb_array", camera_name="track")
-    except Exception:  # no such camera, or an env that takes no camera_name
-        render_env = gym.make(env.spec, render_mode="rgb_array")
-    quality = getattr(getattr(getattr(render_env.unwrapped, "model", None), "vis", None), "quality", None)
-    if quality is not None:  # a MuJoCo env, before its first frame creates the rendering context
-        quality.shadowsize, quality.offsamples = 0, 0
-    return render_env
-
-
-def record_video(policy, env: gym.Env, path: str, seed: int, fps: int = 30) -> int:
-    """Write an MP4 of one deterministic episode in a rendering copy of `env`; returns its frames.
-
-    Rendering costs about 0.02 s a frame here (MuJoCo on EGL without a GPU), so only every k-th
-    state is drawn, k chosen to play at about `fps` in real time (k = 4 for Hopper's 125 Hz):
-    an episode of T steps gives ceil((T + 1) / k) frames, the state after reset the first.
-    """
-    import imageio  # only runs that record videos need the writer
-    render_env = make_render_env(env)
-    render_fps = render_env.metadata.get("render_fps", fps)
-    every = max(1, round(render_fps / fps))
-    try:
-        obs, _ = render_env.reset(seed=seed)
-        frames, steps, done = [render_env.render()], 0, False
-        while not done:
-            obs, _, terminated, truncated, _ = render_env.step(policy(obs[None])[0])
-            steps, done = steps + 1, terminated or truncated
-            if steps % every == 0:
-                frames.append(render_env.render())
+        obs = np.stack([[e.reset(seed=seed + i)[0] for i, e in enumerate(row)] for seed, row in zip(seeds, envs)])
+        returns = np.zeros((members, episodes))
+        running = np.ones((members, episodes), dtype=bool)
+        for _ in range(episode_limit(env)):
+            if not running.any():
+                break
+            if stop():
+                raise EvaluationStopped
+            actions = policy(obs)  # finished episodes' rows are computed too, and ignored: one batch per step
+            for m, i in zip(*np.nonzero(running)):
+                obs[m, i], reward, terminated, truncated, _ = envs[m][i].step(actions[m, i])
+                returns[m, i] += reward
+                running[m, i] = not (terminated or truncated)
     finally:
-        render_env.close()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    imageio.mimwrite(path, frames, fps=render_fps / every, macro_block_size=1)
-    return len(frames)
+        for e in (e for row in envs for e in row if e is not env):
+            e.close()
+    return returns

@@ -92,9 +92,7 @@ def parse(argv: list[str] | None, where: str = "") -> tuple[RunConfig, LaunchCon
     values = vars(parser.parse_args(argv))
     given = vars(build_parser(given_only=True, where=where).parse_args(argv))
     run, launch = flags.build(RunConfig, values), flags.build(LaunchConfig, values)
-    problem = pointless_flag(run) or (launch.seeds and len(set(launch.seeds)) < len(launch.seeds) and
-                                      f"argument --seeds: {' '.join(map(str, launch.seeds))} names a seed twice; "
-                                      f"give each seed once")
+    problem = pointless_flag(run)
     if problem:
         parser.error(problem)
     return run, launch, given

@@ -3,16 +3,15 @@
 <results_dir>/<label>-seed<k>-<time>[-n]/ holds config.json (every flag), progress.csv and train.csv
 (a row appended per evaluation / per --log_every updates), checkpoint.pt and actor.pt (rewritten
 whole after each evaluation) and .lock (the pid of the process that holds the folder). Files are
-replaced atomically, so whatever fails, the last checkpoint stays loadable; a failure is one
-RunFolderError whose message names the file and says what is intact.
+replaced atomically and through no link (files.py), so whatever fails, the last checkpoint stays
+loadable; a failure is one RunFolderError whose message names the file and says what is intact.
 """
-import contextlib
 import csv
 import dataclasses
-import fcntl
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import shutil
@@ -23,90 +22,22 @@ import torch
 
 from harness import config
 from harness.config import RunConfig
+from harness.files import (LINK_HINT, RunFolderError, append_row, check_header, hold, links_in,  # noqa: F401
+                           make_folder, no_follow, save_tensors, write_atomically)
 from utils import reason
 
-CONFIG, CHECKPOINT, ACTOR, LOCK = "config.json", "checkpoint.pt", "actor.pt", ".lock"
+CONFIG, CHECKPOINT, ACTOR = "config.json", "checkpoint.pt", "actor.pt"
 LOGS = ("progress.csv", "train.csv")
 # A run's progress as checkpoint.pt holds it, beside "agent": its member's part of networks.Members.state_dicts(),
-# which holds its random generator's state too (training draws from nothing else).
+# which holds its random generator's state too (training draws from nothing else). "metric_sums" and
+# "metric_counts" hold the train.csv metrics summed since the last row (absent in older checkpoints).
 PROGRESS = {"step": int, "elapsed": float, "last_return": float, "best_return": float, "best_step": int}
-
-
 RESUME_MAY_CHANGE = ("resume", "total_steps", "threads", "device", "video_every")  # flags allowed beside --resume
-
-
-class RunFolderError(Exception):
-    """A run folder that cannot be read, written or held; the message is one line."""
-
-
-def write_atomically(path: str, data: bytes, intact: str = "") -> None:
-    """Write data to path through path.tmp and a rename: path is whole, old or new, whatever happens.
-
-    A failure is a RunFolderError saying what could not be written, then `intact` (what still is).
-    """
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise RunFolderError(f"cannot write {path} ({err.strerror or err}){intact}") from None
-
-
-def save_tensors(obj, path: str) -> None:
-    """torch.save, atomically (serialised in memory first, so a full disk is an OSError, not torch's)."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_atomically(path, buffer.getvalue())
 
 
 def write_config(run_dir: str, meta: dict, intact: str = "") -> None:
     """config.json: {"flags": ..., "config": label, ...}, atomically."""
     write_atomically(os.path.join(run_dir, CONFIG), json.dumps(meta, indent=2).encode(), intact)
-
-
-def append_row(path: str, columns: list[str], row: dict) -> None:
-    """Append a row to a CSV file, writing the header first if the file is new.
-
-    A metric not among the columns raises ValueError (csv.DictWriter): a new term must be named.
-    """
-    new_file = not os.path.exists(path) or os.path.getsize(path) == 0
-    try:
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, columns, restval="")
-            if new_file:
-                writer.writeheader()
-            writer.writerow(row)
-    except OSError as err:
-        raise RunFolderError(f"cannot write {path} ({err.strerror or err})") from None
-
-
-def hold(run_dir: str) -> IO:
-    """Lock run_dir for this process: fcntl.flock on its .lock, which holds our pid.
-
-    Returns the open lock file: closing it, or the end of the process however it ends, lets go.
-    """
-    path = os.path.join(run_dir, LOCK)
-    try:
-        lock = open(path, "a+")
-    except OSError as err:
-        raise RunFolderError(f"cannot write {path} ({err.strerror or err})") from None
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read().strip() or "?"
-        lock.close()
-        raise RunFolderError(f"{run_dir} is in use by process {holder} (the pid in its {LOCK}); let that run "
-                             f"end, or stop it, then resume") from None
-    lock.truncate(0)
-    lock.write(str(os.getpid()))
-    lock.flush()
-    return lock
 
 
 def create(results_dir: str, run_config: RunConfig, meta: dict) -> tuple[str, IO]:
@@ -119,21 +50,24 @@ def create(results_dir: str, run_config: RunConfig, meta: dict) -> tuple[str, IO
     if len(label) > 120:
         label = f"{label[:110]}~{hashlib.sha1(label.encode()).hexdigest()[:8]}"
     stem = os.path.join(results_dir, f"{label}-seed{run_config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir, n = stem, 1
-    while True:
-        try:
-            os.makedirs(run_dir)
-            break
-        except FileExistsError:
-            run_dir, n = f"{stem}-{n}", n + 1
-        except OSError as err:
-            raise RunFolderError(f"cannot create {run_dir} ({err.strerror or err}); nothing was trained") from None
+    try:
+        run_dir = make_folder(stem)
+    except OSError as err:
+        raise RunFolderError(f"cannot create {err.filename or stem} ({err.strerror or err}); nothing was "
+                             f"trained") from None
     try:
         write_config(run_dir, meta)
         return run_dir, hold(run_dir)  # a name no other process knows yet: held from its first file on
     except RunFolderError as err:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise RunFolderError(f"{err}; nothing was trained") from None
+
+
+def check_no_links(run_dir: str) -> None:
+    """--resume writes into a run folder only if it holds no symbolic link (runner.py makes none)."""
+    links = links_in(run_dir)
+    if links:
+        raise RunFolderError(f"--resume: {links[0]} is a symbolic link; {LINK_HINT}, then resume")
 
 
 def read_config(run_dir: str) -> dict:
@@ -170,6 +104,21 @@ def resumed_config(run_dir: str, meta: dict, given: dict) -> RunConfig:
     return dataclasses.replace(run_config, total_steps=total_steps)
 
 
+def check_dataset(run_dir: str, meta: dict, transitions: int, fingerprint: str) -> None:
+    """The dataset under the run's id must be the one it began on: config.json's size and fingerprint."""
+    path = os.path.join(run_dir, CONFIG)
+    size, digest = meta.get("dataset_transitions"), meta.get("dataset_fingerprint")
+    if size is not None and not (type(size) is int and size >= 0) or digest is not None and type(digest) is not str:
+        raise RunFolderError(f"--resume: {path}: dataset_transitions must be a count and dataset_fingerprint a "
+                             f"text, not {size!r} and {digest!r}; restore them or start a new run")
+    changed = (f"holds {transitions} transitions, {CONFIG} records {size}" if size is not None and size != transitions
+               else "is not the one it began on (its fingerprint differs)" if digest and digest != fingerprint
+               else None)
+    if changed:
+        raise RunFolderError(f"--resume: the dataset '{meta['flags'].get('dataset')}' of {run_dir} changed since "
+                             f"the run began: it {changed}; put the original dataset back, or start a new run")
+
+
 def save_checkpoint(run_dir: str, progress: dict, member_state: dict) -> None:
     """actor.pt (the policy alone), then checkpoint.pt: the member's agent state and the progress."""
     save_tensors(member_state["agent"]["actor"], os.path.join(run_dir, ACTOR))
@@ -183,22 +132,47 @@ def damaged(path: str, why: str) -> RunFolderError:
                           f"start a new run.")
 
 
-def checkpoint_problem(state) -> str | None:
-    """What is missing or of the wrong type in a loaded checkpoint, or None."""
-    if not isinstance(state, dict):
-        return f"it holds a {type(state).__name__}, not a dict"
-    expected = PROGRESS | {"agent": dict}
-    for key, kind in expected.items():
-        kind = (int, float) if kind is float else kind
-        if key not in state:
-            return f"it has no '{key}'"
-        if not isinstance(state[key], kind):
-            return f"its '{key}' is a {type(state[key]).__name__}"
+def value_problem(state: dict) -> str | None:
+    """What is out of range among a checkpoint's progress values (of the right types), or None."""
+    step, best_step = state["step"], state["best_step"]
+    problems = ((step < 0, f"its step is {step}"),
+                (not (math.isfinite(state["elapsed"]) and state["elapsed"] >= 0), f"its elapsed is {state['elapsed']}"),
+                (not 0 <= best_step <= step, f"its best_step {best_step} is not in 0..{step}"),
+                (math.isnan(state["best_return"]), "its best_return is NaN"))
+    return next((what for bad, what in problems if bad), None)
+
+
+def metrics_problem(state: dict, names: tuple[str, ...]) -> str | None:
+    """What is wrong with a checkpoint's metric sums (names must be train.csv metrics), or None if absent."""
+    sums, counts = state.get("metric_sums", {}), state.get("metric_counts", {})
+    if not (isinstance(sums, dict) and isinstance(counts, dict)) or sums.keys() != counts.keys():
+        return "its metric_sums and metric_counts are not dicts of the same metrics"
+    for name in sums:
+        if names and name not in names:
+            return f"its metric_sums hold '{name}', which train.csv has no column for"
+        if not (isinstance(sums[name], torch.Tensor) and sums[name].dim() == 0 and sums[name].is_floating_point()):
+            return f"its metric_sums['{name}'] is not one number"
+        if not (type(counts[name]) is int and counts[name] >= 1):
+            return f"its metric_counts['{name}'] is {counts[name]!r}, not a count"
     return None
 
 
-def read_checkpoint(run_dir: str) -> dict:
-    """checkpoint.pt, loaded with weights_only=True and checked, or a RunFolderError."""
+def checkpoint_problem(state, names: tuple[str, ...] = ()) -> str | None:
+    """What is missing, of the wrong type or out of range in a loaded checkpoint, or None."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a dict"
+    for key, kind in (PROGRESS | {"agent": dict}).items():
+        if key not in state:
+            return f"it has no '{key}'"
+        kinds = (int, float) if kind is float else (kind,)
+        if not isinstance(state[key], kinds) or isinstance(state[key], bool):
+            return f"its '{key}' is a {type(state[key]).__name__}"
+    return value_problem(state) or metrics_problem(state, names)
+
+
+def read_checkpoint(run_dir: str, names: tuple[str, ...] = ()) -> dict:
+    """checkpoint.pt, loaded with weights_only=True and checked (its metric sums against `names`), or a
+    RunFolderError."""
     path = os.path.join(run_dir, CHECKPOINT)
     if not os.path.isfile(path):
         raise RunFolderError(f"--resume: {run_dir} has a {CONFIG} but no {CHECKPOINT}: the run was stopped "
@@ -212,7 +186,7 @@ def read_checkpoint(run_dir: str) -> dict:
         raise damaged(path, why) from None
     except (OSError, EOFError, RuntimeError, ValueError) as err:
         raise damaged(path, reason(err)) from None
-    problem = checkpoint_problem(state)
+    problem = checkpoint_problem(state, names)
     if problem:
         raise damaged(path, problem)
     return state
@@ -228,24 +202,37 @@ def restore(run_dirs: list[str], states: list[dict], agent) -> None:
         raise damaged(where, reason(err)) from None
 
 
-def truncate_logs(run_dir: str, step: int) -> None:
-    """Drop the CSV rows logged after `step` (the checkpoint's), so a resumed run appends where it left off."""
+def kept_rows(path: str, step: int, columns: list[str] | None) -> list[list[str]] | None:
+    """A log's header and its rows up to `step` (a row cut short by a failed write dropped); None if empty."""
+    with open(path, newline="", encoding="utf-8", opener=no_follow) as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return None
+    header, *body = rows
+    if columns is not None:
+        check_header(path, header, columns)
+    if body and len(body[-1]) < len(header):
+        body.pop()  # a row cut short by a failed write (a full disk): its step was not checkpointed
+    return [header] + [row for row in body if int(row[header.index("step")]) <= step]
+
+
+def truncate_logs(run_dir: str, step: int, columns: dict[str, list[str]]) -> None:
+    """Drop the CSV rows logged after `step` (the checkpoint's), so a resumed run appends where it left off.
+
+    columns: each log's columns as this code writes them, where known before training (train.csv's are
+    what the update returns, checked when its first row is appended); a log with another header is refused.
+    """
     for name in LOGS:
         path = os.path.join(run_dir, name)
         if not os.path.exists(path):
             continue
         try:
-            with open(path, newline="", encoding="utf-8") as f:
-                rows = list(csv.reader(f))
-            if not rows:
-                continue
-            header, *body = rows
-            if body and len(body[-1]) < len(header):
-                body.pop()  # a row cut short by a failed write (a full disk): its step was not checkpointed
-            kept = [header] + [row for row in body if int(row[header.index("step")]) <= step]
+            kept = kept_rows(path, step, columns.get(name))
         except (OSError, ValueError, IndexError, csv.Error) as err:  # UnicodeDecodeError is a ValueError
             raise RunFolderError(f"--resume: {path} cannot be read ({reason(err)}); {CHECKPOINT} is intact: "
                                  f"repair or delete {name}, then resume again") from None
+        if kept is None:
+            continue
         text = io.StringIO()
         csv.writer(text).writerows(kept)
         write_atomically(path, text.getvalue().encode(), f"; {CHECKPOINT} and {name} are intact")

@@ -8,6 +8,8 @@ checkpoints. Bad input stops here with one line (exit 2), before anything is tra
 import contextlib
 import json
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -22,8 +24,10 @@ from bc_agent import BCAgent
 from harness.config import LaunchConfig, RunConfig
 from iql_agent import IQLAgent
 from td3_agent import TD3Agent
-from utils import (DatasetError, ReplayBuffer, behaviour_return, dataset_to_buffer, discounted_returns, episode_returns,
-                   evaluation_env, load_dataset, reference_scores, top_episodes)
+from harness.data_checks import DatasetError, check_dataset_id
+from harness.files import header_of
+from utils import (ReplayBuffer, behaviour_return, dataset_to_buffer, discounted_returns, episode_returns, evaluation_env,
+                   load_dataset, reference_scores, top_episodes)
 
 Agent = TD3Agent | BCAgent | IQLAgent
 DIAGNOSTIC_PAIRS = 1000  # dataset (s, a) pairs on which Q, MC return and BC distance are tracked
@@ -55,6 +59,9 @@ class Group:
     elapsed: float = 0.0
     stop_signal: list = field(default_factory=list)
     data_kept: dict = field(default_factory=dict)  # config.json's figures of the dataset and of what the run kept
+    # the train.csv metrics summed since its last row, (M,) tensors, and their counts: checkpointed with the runs
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def cfg(self) -> RunConfig:
@@ -85,6 +92,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def warn(message: str) -> None:
+    """runner.py's one-line warning about the dataset: what was done about it."""
+    print(f"runner.py: warning: --dataset: {message}", file=sys.stderr)
+
+
 def make_agent(cfgs: list[RunConfig], buffer: ReplayBuffer, env: gym.Env, device: torch.device) -> Agent:
     """The agent whose members these runs are: TD3Agent, BCAgent or IQLAgent by --agent."""
     shape = (buffer.obs_dim, buffer.act_dim, env.action_space.low, env.action_space.high)
@@ -100,7 +112,8 @@ def make_agent(cfgs: list[RunConfig], buffer: ReplayBuffer, env: gym.Env, device
 
 def training_buffer(buffer: ReplayBuffer, cfg: RunConfig) -> tuple[ReplayBuffer, dict]:
     """The transitions the agent trains on: all, or with --bc_top_percent the top episodes; and what was kept."""
-    whole = {"dataset_transitions": len(buffer)} | behaviour_return(buffer)  # plot.py's behaviour-policy line
+    whole = ({"dataset_transitions": len(buffer), "dataset_fingerprint": buffer.fingerprint}
+             | behaviour_return(buffer))  # the behaviour return: plot.py's behaviour-policy line
     if cfg.bc_top_percent == 100:
         return buffer, whole
     kept = top_episodes(buffer, cfg.bc_top_percent)
@@ -118,7 +131,7 @@ def build(cfgs: list[RunConfig], launch: LaunchConfig) -> tuple[Group, minari.Mi
         torch.set_num_threads(launch.threads)
     try:
         dataset = load_dataset(cfg.dataset)
-        buffer, env = dataset_to_buffer(dataset, device), evaluation_env(dataset)
+        buffer, env = dataset_to_buffer(dataset, device, warn), evaluation_env(dataset)
     except DatasetError as err:  # nothing is trained or written on data that cannot be used
         raise fail(f"--dataset: {err}") from None
     train_buffer, kept = training_buffer(buffer, cfg)
@@ -140,29 +153,84 @@ def check_members(cfgs: list[RunConfig], what: str) -> None:
                    f"(bc_weight all numbers or all 'auto', cql_alpha all 0 or all > 0); run them apart")
 
 
+def check_distinct(cfgs: list[RunConfig]) -> None:
+    """Runs given together must differ: the same flags and seed twice is one run, not two seeds."""
+    seen = set()
+    for c in cfgs:
+        key = json.dumps(config.recorded_flags(c), sort_keys=True)
+        if key in seen:
+            raise fail(f"--seeds gives seed {c.seed} twice; give each seed once (runs with the same flags and "
+                       f"seed are the same run, not independent seeds)")
+        seen.add(key)
+
+
 def start(cfgs: list[RunConfig], launch: LaunchConfig, held: contextlib.ExitStack) -> Group:
     """New runs: build them, then make (and hold) each one's folder with its config.json."""
     check_members(cfgs, "runs given together")
+    check_distinct(cfgs)
     config.check_results_dir(launch.results_dir)
     group, dataset = build(cfgs, launch)
     ref_min, ref_max = reference_scores(dataset)
     for run in group.runs:
         meta = {"flags": config.recorded_flags(run.cfg),
                 "config": config.config_name(run.cfg), "device": str(group.agent.device),
-                "ref_min_score": ref_min, "ref_max_score": ref_max, **group.data_kept}
+                "env_id": group.env.spec.id, "ref_min_score": ref_min, "ref_max_score": ref_max, **group.data_kept}
         run.dir, lock = run_folder.create(launch.results_dir, run.cfg, meta)
         held.enter_context(lock)
     return group
 
 
-def resume(launch: LaunchConfig, given: dict, held: contextlib.ExitStack) -> Group | None:
-    """--resume: hold each folder, check its flags and checkpoint, rebuild the runs as they were; None if finished."""
+def reopen(run_dir: str, given: dict, held: contextlib.ExitStack, names: tuple[str, ...]
+           ) -> tuple[RunConfig, dict, dict]:
+    """One --resume folder, held, checked: no links, its flags and dataset id, its checkpoint; (flags, meta, state)."""
+    run_folder.check_no_links(run_dir)
+    meta = run_folder.read_config(run_dir)
+    held.enter_context(run_folder.hold(run_dir))
+    cfg = run_folder.resumed_config(run_dir, meta, given)
+    try:
+        check_dataset_id(cfg.dataset)
+    except DatasetError as err:
+        raise fail(f"{os.path.join(run_dir, run_folder.CONFIG)}: --dataset: {err}") from None
+    return cfg, meta, run_folder.read_checkpoint(run_dir, names)
+
+
+def train_metrics(run_dir: str) -> tuple[str, ...]:
+    """The metrics of the run's train.csv header (the names its checkpoint's metric sums may hold)."""
+    header = header_of(os.path.join(run_dir, "train.csv")) or ["step"]
+    return tuple(header[1:])
+
+
+def check_given_once(run_dirs: tuple[str, ...]) -> None:
+    """Each --resume folder once: a folder given twice would be trained twice over."""
+    seen = {}
+    for run_dir in run_dirs:
+        real = os.path.realpath(run_dir)
+        if real in seen:
+            raise fail(f"--resume: {run_dir} is given twice (as {seen[real]} too); give each run folder once")
+        seen[real] = run_dir
+
+
+def restore_sums(group: Group, checkpoints: list[dict]) -> None:
+    """The train.csv metrics summed since the last row, as the runs' checkpoints hold them, into the group."""
+    sums = [c.get("metric_sums", {}) for c in checkpoints]
+    counts = [c.get("metric_counts", {}) for c in checkpoints]
+    if any(n != counts[0] for n in counts):
+        raise fail("--resume: these runs' checkpoints hold metrics summed over different updates; resume them apart")
+    group.counts = dict(counts[0])
+    group.sums = {name: torch.stack([s[name] for s in sums]).to(group.agent.device) for name in counts[0]}
+
+
+def resume(launch: LaunchConfig, given: dict, held: contextlib.ExitStack,
+           progress_columns: Callable[[Group], list[str]]) -> Group | None:
+    """--resume: hold each folder, check it, rebuild the runs as they were; None if all are finished.
+
+    progress_columns: progress.csv's columns as this code writes them for the group (another header is refused).
+    """
+    run_dirs = launch.resume
+    check_given_once(run_dirs)
     cfgs, metas, checkpoints, dirs = [], [], [], []
-    for run_dir in launch.resume:
-        meta = run_folder.read_config(run_dir)
-        held.enter_context(run_folder.hold(run_dir))
-        cfg = run_folder.resumed_config(run_dir, meta, given)
-        checkpoint = run_folder.read_checkpoint(run_dir)
+    for run_dir in run_dirs:
+        cfg, meta, checkpoint = reopen(run_dir, given, held, train_metrics(run_dir))
         if checkpoint["step"] >= cfg.total_steps:
             print(f"runner.py: {run_dir} is finished (step {checkpoint['step']} of {cfg.total_steps}); nothing to "
                   f"do. A larger --total_steps beside --resume lengthens it.")
@@ -176,14 +244,18 @@ def resume(launch: LaunchConfig, given: dict, held: contextlib.ExitStack) -> Gro
                    f"resume the runs of each step together, apart from the others")
     check_members(cfgs, "--resume")
     group, _ = build(cfgs, launch)
+    for run_dir, meta in zip(dirs, metas):
+        run_folder.check_dataset(run_dir, meta, group.data_kept["dataset_transitions"],
+                                 group.data_kept["dataset_fingerprint"])
     run_folder.restore(dirs, checkpoints, group.agent)
+    restore_sums(group, checkpoints)
     group.step, group.elapsed = checkpoints[0]["step"], checkpoints[0]["elapsed"]
     for run, run_dir, meta, checkpoint in zip(group.runs, dirs, metas, checkpoints):
         run.dir = run_dir
         for name in ("last_return", "best_return", "best_step"):
             setattr(run, name, checkpoint[name])
         run.saved_step = group.step
-        run_folder.truncate_logs(run.dir, group.step)
+        run_folder.truncate_logs(run.dir, group.step, {"progress.csv": progress_columns(group)})
         run_folder.record_length(run.dir, meta, run.cfg)
         print(f"resuming {run.dir} at step {group.step} of {run.cfg.total_steps}")
     return group

@@ -1,120 +1,36 @@
-"""The run folders runner.py writes, as data: read, grouped into configurations, summarised over seeds.
+"""The runs read (run_data.py), grouped into configurations, summarised over seeds.
 
-Every folder below a results folder holding a config.json or progress.csv is one run. Runs whose
-flags differ only in seed, seeds, threads, ray, device, results_dir, resume, video_every or
-log_every are seeds of one group (configuration). The summary gives each group's final and best
-return as the interquartile mean (IQM) over seeds with a 95% percentile-bootstrap interval, as
-rliable defines them, and a normalized score. Reads only CSV and JSON files; plot.py draws them.
+Runs whose flags differ only in seed, seeds, threads, ray, device, results_dir, resume, video_every
+or log_every are seeds of one group (configuration). The summary gives each group's final and best
+return over the seeds that finished, as the interquartile mean (IQM) with a 95% percentile-bootstrap
+interval (rliable's definitions), and a normalized score; it says how many seeds finished, diverged
+or stopped early, and flags copies of a run (two folders of one seed). Reads only CSV and JSON files;
+plot.py draws them.
 """
-import csv
 import json
-import math
-import os
 import re
-import sys
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+
+from harness.run_data import (PlotError, Run, load_runs, split_copies, statuses,  # noqa: F401 (plot.py's names)
+                              target_step)
 
 # config.json records what a run is (harness/config.py's RunConfig): runs differing only in seed are seeds
 # of one group. (Folders of older versions also recorded how a run was launched; those keys are left out too.)
 NOT_IN_GROUP_KEY = frozenset({"seed", "seeds", "threads", "ray", "device", "results_dir", "resume", "video_every",
                               "workers"})
-D4RL_HOPPER = (-20.272305, 3234.3)  # D4RL's hopper random and expert returns: the proxy when config.json has none
+D4RL_HOPPER = (-20.272305, 3234.3)  # D4RL's hopper random and expert returns: the proxy for Hopper runs alone
 BOOTSTRAP_RESAMPLES = 2000
 PROXY = "D4RL hopper proxy"
-SUMMARY_COLUMNS = ("group", "config", "seeds", "seeds_reached_final", "final_step",
+NO_REFERENCE = "none"
+SUMMARY_COLUMNS = ("group", "config", "seeds", "seeds_reached_final", "seeds_diverged", "seeds_stopped_early",
+                   "copies", "final_step",
                    *(f"{when}_{kind}_{stat}" for when in ("final", "best") for kind in ("return", "normalized")
                      for stat in ("iqm", "ci_low", "ci_high")),
                    "normalized_reference", "final_return_mean", "final_return_std", "best_return_mean",
-                   "best_return_std", "final_returns_per_seed", "final_dataset_q", "mc_return")
-
-
-class PlotError(Exception):
-    """A problem with the input or output folders, reported as one line with exit status 2."""
-
-
-class BrokenRun(Exception):
-    """A run folder that cannot be read; it is skipped with a one-line warning."""
-
-
-@dataclass
-class Run:
-    """One run folder: config.json, its flags, progress.csv and train.csv (None if absent) as column -> values."""
-    dir: str
-    meta: dict
-    flags: dict
-    progress: dict[str, np.ndarray]
-    train: dict[str, np.ndarray] | None
-
-
-def warn(message: str) -> None:
-    """One line on stderr; the other runs are still plotted."""
-    print(f"plot.py: warning: {message}", file=sys.stderr)
-
-
-def read_csv(path: str, required: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """A CSV file as column -> floats (empty cell -> NaN); BrokenRun says what is wrong with it."""
-    name = os.path.basename(path)
-    try:
-        with open(path, newline="") as f:
-            table = [row for row in csv.reader(f) if row]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise BrokenRun(f"cannot read {name}: {e}") from None
-    header, *rows = table or [[]]
-    missing = [column for column in required if column not in header]
-    problems = (("is empty", not header), (f"has no column {', '.join(missing)}", missing),
-                ("has a header but no rows", not rows),
-                ("has a truncated or malformed row", any(len(row) != len(header) for row in rows)))
-    problem = next((what for what, found in problems if found), None)
-    if problem:
-        raise BrokenRun(f"{name} {problem}")
-    try:
-        columns = dict(zip(header, np.array([[float(c) if c else math.nan for c in row] for row in rows]).T))
-    except ValueError as e:
-        raise BrokenRun(f"{name}: {e}") from None
-    if not (np.diff(columns["step"]) > 0).all() or not np.isfinite(columns["step"]).all():
-        raise BrokenRun(f"{name}: steps do not increase")  # seeds are aligned on their steps
-    return columns
-
-
-def read_run(run_dir: str) -> Run:
-    """One run folder; BrokenRun when its config.json or progress.csv is missing or unreadable."""
-    try:
-        with open(os.path.join(run_dir, "config.json")) as f:
-            meta = json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise BrokenRun(f"config.json: {e.strerror if isinstance(e, OSError) else e}") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("flags"), dict):
-        raise BrokenRun("config.json has no 'flags' object")
-    progress = read_csv(os.path.join(run_dir, "progress.csv"), ("step", "eval_return_mean"))
-    train, train_path = None, os.path.join(run_dir, "train.csv")
-    if os.path.exists(train_path):
-        try:
-            train = read_csv(train_path, ("step",))
-        except BrokenRun as e:  # the returns in progress.csv are still worth plotting
-            warn(f"skipping {train_path}: {e}")
-    return Run(run_dir, meta, meta["flags"], progress, train)
-
-
-def load_runs(root: str) -> list[Run]:
-    """Every readable run at or below root; a broken folder is skipped with a warning."""
-    if not os.path.isdir(root):
-        problem = "is a file, not a folder" if os.path.exists(root) else "does not exist"
-        raise PlotError(f"results_dir '{root}' {problem}; give the folder runner.py wrote (default: results/)")
-    run_dirs = sorted(d for d, _, files in os.walk(root) if {"config.json", "progress.csv"} & set(files))
-    runs = []
-    for run_dir in run_dirs:
-        try:
-            runs.append(read_run(run_dir))
-        except BrokenRun as e:
-            warn(f"skipping {run_dir}: {e}")
-    if not runs:
-        skipped = f" ({len(run_dirs)} skipped)" if run_dirs else ""
-        raise PlotError(f"no readable run in '{root}'{skipped}; run runner.py first "
-                        f"(it writes <results_dir>/<config>-seed<k>-<time>/progress.csv)")
-    return runs
+                   "best_return_std", "final_returns_per_seed", "final_dataset_q", "mc_return", "why_diverged",
+                   "copy_folders")
 
 
 def show(value: object) -> str:
@@ -154,11 +70,9 @@ def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
 
 
 def completion(runs: list[Run]) -> tuple[int, int]:
-    """How many seeds reached the final step (total_steps, else the furthest any seed got), and that step."""
-    last_steps = [int(run.progress["step"][-1]) for run in runs]
-    target = runs[0].flags.get("total_steps")
-    target = int(target) if isinstance(target, (int, float)) else max(last_steps)
-    return sum(last >= target for last in last_steps), target
+    """How many seeds finished (reached the final step, every value finite), and that step (total_steps, else
+    the furthest any seed got)."""
+    return statuses(runs).count("finished"), target_step(runs)
 
 
 def series(runs: list[Run], table: str, name: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -172,75 +86,134 @@ def series(runs: list[Run], table: str, name: str) -> list[tuple[np.ndarray, np.
     return curves
 
 
-def iqm_ci(x: np.ndarray) -> tuple[float, float, float]:
-    """IQM over seeds and its 95% percentile-bootstrap interval (NaN for one seed), as rliable defines them."""
+def iqm_ci(x: np.ndarray) -> tuple[float | None, float | None, float | None]:
+    """IQM over seeds and its 95% percentile-bootstrap interval, as rliable defines them; None where the seeds
+    cannot give it (no interval from one seed, nothing from none)."""
+    if len(x) == 0:
+        return None, None, None
     iqm = float(stats.trim_mean(x, 0.25))
     if len(x) < 2:
-        return iqm, math.nan, math.nan
+        return iqm, None, None
     ci = stats.bootstrap((x,), lambda s, axis: stats.trim_mean(s, 0.25, axis=axis), method="percentile",
                          n_resamples=BOOTSTRAP_RESAMPLES, rng=np.random.default_rng(0)).confidence_interval
     return iqm, float(ci.low), float(ci.high)
 
 
-def reference_scores(meta: dict) -> tuple[float, float, str]:
-    """(random, expert, source) for the normalized score: config.json's, else D4RL hopper's as a proxy."""
+def is_hopper(meta: dict) -> bool:
+    """Whether a run's environment is Hopper: config.json's env_id, else a 'hopper' in its dataset id."""
+    env_id, dataset = meta.get("env_id"), meta["flags"].get("dataset")
+    if isinstance(env_id, str):
+        return env_id.split("-")[0].lower() == "hopper"
+    return isinstance(dataset, str) and re.search(r"(^|[/_-])hopper([/_-]|$)", dataset.lower()) is not None
+
+
+def reference_scores(meta: dict) -> tuple[float | None, float | None, str]:
+    """(random, expert, source) for the normalized score: config.json's, else D4RL hopper's as a proxy for a
+    Hopper run, else none (None, None)."""
     low, high = meta.get("ref_min_score"), meta.get("ref_max_score")
     if isinstance(low, (int, float)) and isinstance(high, (int, float)) and high != low:
         return low, high, "config.json"
-    return *D4RL_HOPPER, PROXY
+    return (*D4RL_HOPPER, PROXY) if is_hopper(meta) else (None, None, NO_REFERENCE)
 
 
-def mean_of_last(runs: list[Run], name: str) -> float:
-    """The mean over seeds of each seed's last finite value of a progress.csv column (NaN if none logged it)."""
+def mean_of_last(runs: list[Run], name: str) -> float | None:
+    """The mean over runs of each one's last finite value of a progress.csv column (None if none logged it)."""
     last = [values[-1] for _, values in series(runs, "progress", name)]
-    return float(np.mean(last)) if last else math.nan
+    return float(np.mean(last)) if last else None
+
+
+def spread(values: list[float]) -> tuple[float | None, float | None]:
+    """(mean, std) over seeds; the std None for one seed, both None for none."""
+    if not values:
+        return None, None
+    return float(np.mean(values)), float(np.std(values)) if len(values) > 1 else None
+
+
+def normalized(value: float | None, random: float | None, expert: float | None) -> float | None:
+    """100 (R - random) / (expert - random), None without references or a value."""
+    return None if value is None or random is None else 100 * (value - random) / (expert - random)
+
+
+def return_stats(row: dict, finished: list[Run], random: float | None, expert: float | None) -> None:
+    """The final and best return columns of a summary row, over the finished seeds."""
+    returns = series(finished, "progress", "eval_return_mean")
+    for when, per_seed in (("final", [v[-1] for _, v in returns]), ("best", [v.max() for _, v in returns])):
+        stat = iqm_ci(np.array(per_seed))
+        row |= dict(zip((f"{when}_return_mean", f"{when}_return_std"), spread(per_seed)))
+        row |= dict(zip((f"{when}_return_iqm", f"{when}_return_ci_low", f"{when}_return_ci_high"), stat))
+        row |= {f"{when}_normalized_{s}": normalized(v, random, expert)
+                for s, v in zip(("iqm", "ci_low", "ci_high"), stat)}
+    row["final_returns_per_seed"] = " ".join(f"{v[-1]:.1f}" for _, v in returns)  # in folder order
 
 
 def summary_rows(groups: dict[str, list[Run]]) -> list[dict]:
-    """One row per group with SUMMARY_COLUMNS: seeds, final and best return (IQM, CI), normalized, Q."""
+    """One row per group with SUMMARY_COLUMNS: seeds finished / diverged / stopped early, copies, final and best
+    return (IQM, CI) and normalized score over the finished seeds, Q; None where there is nothing to give."""
     rows = []
     for label, runs in groups.items():
-        reached, target = completion(runs)
+        distinct, copies = split_copies(runs)
+        status = statuses(distinct)
+        finished = [run for run, s in zip(distinct, status) if s == "finished"]
         random, expert, source = reference_scores(runs[0].meta)
-        returns = series(runs, "progress", "eval_return_mean")
-        row = {"group": label, "config": runs[0].meta.get("config", ""), "seeds": len(runs),
-               "seeds_reached_final": reached, "final_step": target, "normalized_reference": source,
-               "final_dataset_q": mean_of_last(runs, "dataset_q"), "mc_return": mean_of_last(runs, "mc_return")}
-        for when, per_seed in (("final", [v[-1] for _, v in returns]), ("best", [v.max() for _, v in returns])):
-            stat = iqm_ci(np.array(per_seed))
-            row |= {f"{when}_return_mean": float(np.mean(per_seed)), f"{when}_return_std": float(np.std(per_seed))}
-            row |= dict(zip((f"{when}_return_iqm", f"{when}_return_ci_low", f"{when}_return_ci_high"), stat))
-            row |= {f"{when}_normalized_{s}": 100 * (v - random) / (expert - random)
-                    for s, v in zip(("iqm", "ci_low", "ci_high"), stat)}
-        row["final_returns_per_seed"] = " ".join(f"{v[-1]:.1f}" for _, v in returns)  # in seed-folder order
+        row = {"group": label, "config": runs[0].meta.get("config", ""), "seeds": len(distinct),
+               "seeds_reached_final": len(finished), "seeds_diverged": status.count("diverged"),
+               "seeds_stopped_early": status.count("stopped early"), "copies": len(copies),
+               "final_step": target_step(runs), "normalized_reference": source,
+               "final_dataset_q": mean_of_last(finished, "dataset_q"), "mc_return": mean_of_last(finished, "mc_return"),
+               "why_diverged": "; ".join(run.diverged for run in distinct if run.diverged),
+               "copy_folders": " ".join(run.dir for run in copies)}
+        return_stats(row, finished, random, expert)
         rows.append(row)
     return rows
 
 
+def number(value: float | None, digits: str = ".4g") -> str:
+    """A table cell: the value, or '-' where there is none."""
+    return "-" if value is None else f"{value:{digits}}"
+
+
 def interval(row: dict, prefix: str) -> str:
-    """`910.0 [880.5, 940.2]`, or the IQM alone for one seed."""
+    """`910.0 [880.5, 940.2]`, the IQM alone for one seed, '-' for none."""
     iqm, low, high = (row[f"{prefix}_{s}"] for s in ("iqm", "ci_low", "ci_high"))
-    return f"{iqm:.1f}" if math.isnan(low) else f"{iqm:.1f} [{low:.1f}, {high:.1f}]"
+    return number(iqm, ".1f") if low is None else f"{iqm:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def footnotes(row: dict) -> list[str]:
+    """What a group's row leaves out: seeds that did not finish, copies of a run."""
+    lines = []
+    if row["seeds_reached_final"] < row["seeds"]:
+        why = row["why_diverged"]
+        lines.append(f"{row['group']}: {row['seeds_reached_final']} of {row['seeds']} seeds reached "
+                     f"{row['final_step']} ({row['seeds_diverged']} diverged{f': {why}' if why else ''}, "
+                     f"{row['seeds_stopped_early']} stopped early); its returns are over the seeds that finished")
+    if row["copies"]:
+        lines.append(f"{row['group']}: {row['copies']} run folder(s) repeat the flags and seed of another (copies, "
+                     f"not seeds), each counted once: {row['copy_folders']}")
+    return lines
 
 
 def summary_table(rows: list[dict]) -> str:
-    """The summary rows as an aligned text table, with footnotes on the statistics and early stops."""
+    """The summary rows as an aligned text table, with footnotes on the statistics and the seeds left out."""
     proxy = [row["normalized_reference"] == PROXY for row in rows]
     mark = "" if all(proxy) else "* "  # mixed references: mark the rows that use the proxy
-    header = ["group", "seeds reached final", "final return IQM [95% CI]", "best return IQM [95% CI]",
+    several = any(row["seeds_reached_final"] > 1 for row in rows)
+    stat = " IQM [95% CI]" if several else ""
+    header = ["group", "seeds finished/diverged/stopped", f"final return{stat}", f"best return{stat}",
               f"normalized final{f' ({PROXY})' if all(proxy) else ''}", "final dataset_q", "mc_return"]
-    cells = [[row["group"], f"{row['seeds_reached_final']} of {row['seeds']}", interval(row, "final_return"),
-              interval(row, "best_return"), mark * p + interval(row, "final_normalized"),
-              f"{row['final_dataset_q']:.4g}", f"{row['mc_return']:.4g}"] for row, p in zip(rows, proxy)]
+    cells = [[row["group"], f"{row['seeds']}: {row['seeds_reached_final']}/{row['seeds_diverged']}/"
+              f"{row['seeds_stopped_early']}", interval(row, "final_return"), interval(row, "best_return"),
+              NO_REFERENCE if row["normalized_reference"] == NO_REFERENCE
+              else mark * p + interval(row, "final_normalized"),
+              number(row["final_dataset_q"]), number(row["mc_return"])] for row, p in zip(rows, proxy)]
     widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
              for line in [header, *cells]]
-    lines.append("IQM: mean of the middle half of the seeds; CI: percentile bootstrap over seeds; "
-                 "best: each seed's best evaluation")
+    lines.append("IQM: mean of the middle half of the seeds; CI: percentile bootstrap over seeds; best: each seed's "
+                 "best evaluation; over the seeds that finished" if several else
+                 "one seed finished per configuration: its final and best evaluation, no spread or interval")
     lines.append("normalized: 100 (R - random) / (expert - random), references from config.json"
-                 + (f"; {mark}{PROXY} where it has none: random {D4RL_HOPPER[0]}, expert {D4RL_HOPPER[1]}"
-                    if any(proxy) else ""))
-    lines += [f"{row['group']}: {row['seeds_reached_final']} of {row['seeds']} seeds reached {row['final_step']}; "
-              f"the final return of the others is their last evaluation"
-              for row in rows if row["seeds_reached_final"] < row["seeds"]]
-    return "\n".join(lines)
+                 + (f"; {mark}{PROXY} for Hopper runs where it has none: random {D4RL_HOPPER[0]}, expert "
+                    f"{D4RL_HOPPER[1]}" if any(proxy) else "")
+                 + ("; none: no references for that environment" if NO_REFERENCE in
+                    [row["normalized_reference"] for row in rows] else ""))
+    return "\n".join(lines + [line for row in rows for line in footnotes(row)])

@@ -66,7 +66,6 @@ NO_EFFECT = [
     (["--bc_top_percent", "10"], "argument --bc_top_percent: has no effect with --agent td3; it acts on --agent bc"),
     (["--agent", "bc", "--max_abs_q", "100"], "argument --max_abs_q: has no effect with --agent bc"),
     (["--log_every", "1"], "argument --log_every: 1 is below --policy_delay 2"),
-    (["--seeds", "0", "1", "0"], "argument --seeds: 0 1 0 names a seed twice; give each seed once"),
 ]
 
 

@@ -1,21 +1,19 @@
-"""--resume end to end: it continues exactly, says what it does, and refuses what it cannot trust in one line."""
+"""--resume end to end: it continues exactly, whatever step it was stopped at, and says what it does.
+What it refuses is in test_resume_refusals.py."""
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
-from harness import config
-from harness import flags
-from harness import run_folder
 import runner
 from helpers import FAST, ROOT, only_run, read_csv, short_run
+from resume_helpers import files_of
+from td3_agent import TD3Agent
 
 
 def run_cli(*args: str) -> subprocess.Popen:
@@ -25,21 +23,6 @@ def run_cli(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "runner.py", *fast, *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
-
-def files_of(run_dir: str) -> dict[str, bytes]:
-    """Every file of a run folder but its lock, by name."""
-    return {p.name: p.read_bytes() for p in Path(run_dir).iterdir() if p.is_file() and p.name != ".lock"}
-
-
-def resume_error(capsys, *argv: str) -> str:
-    """The one line --resume prints when it refuses (exit status 2)."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        runner.main(["--resume", *argv])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("runner.py: error: ") and "Traceback" not in err, err
-    return err
 
 
 def test_sigterm_then_resume_writes_the_same_rows_as_an_uninterrupted_run_for_every_member(tiny_dataset, tmp_path):
@@ -92,18 +75,6 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(tiny_dataset, tmp_p
     assert files_of(run_dir) == before
 
 
-@pytest.mark.parametrize("beside, refused", [
-    (["--lr", "1e-3"], "not --lr"),
-    (["--seed", "1", "--threads", "2"], "not --seed\n"),
-    (["--total_steps", "10"], "--total_steps 10 beside --resume must be larger than the run's 20"),
-])
-def test_flags_beside_resume_are_refused_but_a_larger_total_steps(tiny_dataset, tmp_path, capsys, beside, refused):
-    run_dir = short_run(tmp_path / "results")
-    before = files_of(run_dir)
-    assert refused in resume_error(capsys, run_dir, *beside)
-    assert files_of(run_dir) == before
-
-
 def test_resume_of_a_run_from_before_a_flag_existed_takes_the_flags_default(tiny_dataset, tmp_path):
     run_dir = short_run(tmp_path / "results", "--total_steps", "10")
     config_path = Path(run_dir, "config.json")
@@ -116,111 +87,75 @@ def test_resume_of_a_run_from_before_a_flag_existed_takes_the_flags_default(tiny
     assert [row["step"] for row in read_csv(os.path.join(run_dir, "progress.csv"))] == ["10", "20"]
 
 
-def fake_run(tmp_path: Path, config_text: str) -> str:
-    """A run folder with this config.json and a checkpoint.pt that --resume must never reach."""
-    run_dir = tmp_path / "results" / "td3-seed0-20260101-000000"
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(config_text)
-    (run_dir / "checkpoint.pt").write_bytes(b"not reached")
-    return str(run_dir)
+def rows_of(run_dir: str, name: str) -> list[dict]:
+    """A log's rows without time_s, the one column an interruption may change."""
+    return [{k: v for k, v in row.items() if k != "time_s"} for row in read_csv(os.path.join(run_dir, name))]
 
 
-DAMAGED_FLAGS = [
-    ("lr", -0.001, "argument --lr: must be a finite number > 0, got -0.001"),
-    ("agent", "sac", "argument --agent: invalid choice: 'sac' (choose from 'td3', 'bc', 'iql')"),
-    ("lr", "fast", "argument --lr: expected a finite number, got 'fast'"),
-    ("batch_size", 0, "argument --batch_size: must be an integer >= 1, got 0"),
-    ("gamma", None, "argument --gamma: expected a finite number, got 'None'"),
-    ("hidden", [], "argument --hidden: expected at least one argument"),
-    ("cql_uniform_only", "yes", "argument --cql_uniform_only: ignored explicit argument 'yes'"),
-]
+def sigterm_at(calls: list, n: int) -> None:
+    """Count a call; SIGTERM this process at the nth, as `timeout` or a batch scheduler would."""
+    calls.append(1)
+    if len(calls) == n:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
-@pytest.mark.parametrize("name, value, message", DAMAGED_FLAGS, ids=[f"{n}={v}" for n, v, _ in DAMAGED_FLAGS])
-def test_flags_edited_in_config_json_are_checked_as_on_the_command_line(tiny_dataset, tmp_path, capsys,
-                                                                        name, value, message):
-    good = flags.flat(config.parse(FAST)[0])
-    run_dir = fake_run(tmp_path, json.dumps({"flags": good | {name: value}}))
-    assert resume_error(capsys, run_dir) == f"runner.py: error: {run_dir}/config.json: {message}\n"
+def test_sigterm_between_train_rows_then_resume_writes_the_uninterrupted_rows(tiny_dataset, tmp_path, monkeypatch,
+                                                                              capsys):
+    run_flags = [*FAST, "--total_steps", "40", "--eval_every", "20", "--log_every", "10", "--cql_alpha", "1"]
+    assert runner.main([*run_flags, "--results_dir", str(tmp_path / "whole")]) == 0
+    whole = only_run(tmp_path / "whole")
+    update, calls = TD3Agent.update, []
+
+    def update_then_signal(agent, *batch):
+        metrics = update(agent, *batch)
+        sigterm_at(calls, 15)  # after the 15th update: half way between the rows of steps 10 and 20
+        return metrics
+    monkeypatch.setattr(TD3Agent, "update", update_then_signal)
+    assert runner.main([*run_flags, "--results_dir", str(tmp_path / "cut")]) == 130
+    cut = only_run(tmp_path / "cut")
+    assert [row["step"] for row in rows_of(cut, "train.csv")] == ["10"]
+    assert torch.load(os.path.join(cut, "checkpoint.pt"), weights_only=True)["step"] == 15
+    monkeypatch.setattr(TD3Agent, "update", update)
+    assert runner.main(["--resume", cut]) == 0
+    assert rows_of(cut, "train.csv") == rows_of(whole, "train.csv")
+    assert rows_of(cut, "progress.csv") == rows_of(whole, "progress.csv")
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"flags": {"lr": 0.1,}}', "config.json cannot be read (JSONDecodeError: Expecting property name"),
-    ('{"config": "td3"}', 'config.json has no "flags" object'),
-    ('{"flags": {"dataset": "test/hopper/tiny-v0", "learning_rate": 0.1}}',
-     "config.json: unrecognized arguments: --learning_rate=0.1"),
-])
-def test_a_config_json_that_is_not_a_runs_is_one_line(tiny_dataset, tmp_path, capsys, text, message):
-    assert message in resume_error(capsys, fake_run(tmp_path, text))
+def test_sigterm_during_an_evaluation_stops_it_at_once_and_resume_repeats_it(tiny_dataset, tmp_path, monkeypatch,
+                                                                             capsys):
+    run_flags = [*FAST, "--total_steps", "30", "--eval_every", "10", "--eval_episodes", "3"]
+    assert runner.main([*run_flags, "--results_dir", str(tmp_path / "whole")]) == 0
+    whole = only_run(tmp_path / "whole")
+    evaluate, evaluations, policy_calls = runner.evaluate, [], []
+
+    def evaluate_with_a_signal(policy, *args, **kwargs):
+        evaluations.append(1)
+        if len(evaluations) == 2:  # the evaluation of step 20: a signal at its first policy step
+            signalling = policy
+            policy = lambda obs: (sigterm_at(policy_calls, 1), signalling(obs))[1]  # noqa: E731
+        return evaluate(policy, *args, **kwargs)
+    monkeypatch.setattr(runner, "evaluate", evaluate_with_a_signal)
+    capsys.readouterr()
+    assert runner.main([*run_flags, "--results_dir", str(tmp_path / "cut")]) == 130
+    cut = only_run(tmp_path / "cut")
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"runner.py: interrupted during the evaluation at step 20; resume from the checkpoint of step 10 with: "
+        f"python runner.py --resume {cut}")
+    assert len(policy_calls) == 1  # no episode went on after the signal
+    assert [row["step"] for row in rows_of(cut, "progress.csv")] == ["10"]
+    monkeypatch.setattr(runner, "evaluate", evaluate)
+    assert runner.main(["--resume", cut]) == 0
+    assert rows_of(cut, "progress.csv") == rows_of(whole, "progress.csv")
+    assert rows_of(cut, "train.csv") == rows_of(whole, "train.csv")
 
 
-def test_a_run_stopped_before_its_first_checkpoint_says_so(tmp_path, capsys):
-    run_dir = fake_run(tmp_path, json.dumps({"flags": {}}))
-    os.remove(os.path.join(run_dir, "checkpoint.pt"))
-    err = resume_error(capsys, run_dir)
-    assert f"{run_dir} has a config.json but no checkpoint.pt: the run was stopped before its first evaluation" in err
-    assert "start it again without --resume" in err
 
-
-def test_a_run_folder_held_by_another_process_is_refused_naming_it(tiny_dataset, tmp_path, capsys):
-    run_dir = short_run(tmp_path / "results")
-    before = files_of(run_dir)
-    with run_folder.hold(run_dir):  # as a running runner.py holds it
-        err = resume_error(capsys, run_dir, "--total_steps", "30")
-    assert f"runner.py: error: {run_dir} is in use by process {os.getpid()} (the pid in its .lock)" in err
-    assert files_of(run_dir) == before
-
-
-class RunsCode:
-    """A pickle that creates a folder when it is loaded: what an untrusted checkpoint could do."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __reduce__(self):
-        return os.makedirs, (self.path,)
-
-
-@pytest.mark.parametrize("damage", ["garbage", "old_optimizer_layout", "runs_code", "step_as_text"])
-def test_a_checkpoint_it_cannot_restore_is_one_line_keeping_the_csv(tiny_dataset, tmp_path, capsys, damage):
-    run_dir = short_run(tmp_path / "results")
-    checkpoint = os.path.join(run_dir, "checkpoint.pt")
-    state = torch.load(checkpoint, weights_only=False)  # a file this test just wrote
-    if damage == "garbage":
-        state = None
-        Path(checkpoint).write_bytes(b"not a checkpoint")
-    elif damage == "old_optimizer_layout":  # as written before the agent had its own Adam
-        state["agent"]["agent"]["critic_opt"] = {"state": {}, "param_groups": []}
-    elif damage == "runs_code":
-        state["elapsed"] = RunsCode(str(tmp_path / "ran"))
-    else:
-        state["step"] = "20"
-    if state is not None:
-        torch.save(state, checkpoint)
-    before = files_of(run_dir)
-    err = resume_error(capsys, run_dir, "--total_steps", "30")  # a finished run would not be restored
-    assert f"--resume: {checkpoint} cannot be restored" in err
-    assert files_of(run_dir) == before
-    assert not (tmp_path / "ran").exists()
-
-
-def test_a_long_reason_is_cut_between_words(tiny_dataset, tmp_path, capsys):
-    run_dir = short_run(tmp_path / "results")
-    checkpoint = os.path.join(run_dir, "checkpoint.pt")
-    state = torch.load(checkpoint, weights_only=False)  # a file this test just wrote
-    state["agent"]["updates"] = "qwerty " * 60
-    torch.save(state, checkpoint)
-    err = resume_error(capsys, run_dir, "--total_steps", "30")
-    assert "(ValueError: invalid literal for int()" in err
-    assert set(re.findall(r"\bqw\w*", err)) == {"qwerty"}  # no "qwer" cut short
-
-
-def test_a_broken_progress_csv_is_named_and_the_checkpoint_not_blamed(tiny_dataset, tmp_path, capsys):
-    run_dir = short_run(tmp_path / "results")
-    with open(os.path.join(run_dir, "progress.csv"), "a") as f:
-        f.write("twenty,1,2,3,4,5,6,7\n")
-    before = files_of(run_dir)
-    err = resume_error(capsys, run_dir, "--total_steps", "30")
-    assert "progress.csv cannot be read" in err and "checkpoint.pt is intact" in err
-    assert "cannot be restored" not in err and "damaged" not in err
-    assert files_of(run_dir) == before
+def test_a_run_that_diverges_before_its_first_checkpoint_does_not_promise_one(tiny_dataset, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert runner.main([*FAST, "--total_steps", "30", "--eval_every", "10", "--max_abs_q", "1e-9",
+                        "--results_dir", str(results)]) == 1
+    run_dir = only_run(results)
+    assert not os.path.exists(os.path.join(run_dir, "checkpoint.pt"))
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "stopped:" in line]
+    assert "It keeps its CSV files and no checkpoint (none was written before); try a smaller" in line
+    assert "last good checkpoint" not in line

@@ -1,4 +1,8 @@
 """The Minari -> replay buffer path, the Monte-Carlo returns and evaluation."""
+import dataclasses
+import os
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +11,9 @@ import gymnasium as gym
 import imageio_ffmpeg
 import minari
 
-from utils import (DatasetError, dataset_to_buffer, discounted_returns, evaluate, evaluation_env,
-                   get_buffer_and_environments_for_task, load_dataset, reason, record_video)
+from harness.video import record_video
+from utils import (EVAL_MAX_STEPS, DatasetError, EvaluationStopped, dataset_to_buffer, discounted_returns, evaluate,
+                   evaluation_env, get_buffer_and_environments_for_task, load_dataset, reason)
 from conftest import DATASET_ID, rollout_episodes, write_dataset
 
 CPU = torch.device("cpu")
@@ -182,3 +187,51 @@ def test_a_long_reason_is_cut_between_words():
     phrase = reason(ValueError("checkpoint " * 40))
     assert phrase.startswith("ValueError: checkpoint") and phrase.endswith(" ...") and len(phrase) < 200
     assert set(phrase.removeprefix("ValueError: ").removesuffix(" ...").split()) == {"checkpoint"}
+
+
+def test_an_evaluation_episode_without_a_step_limit_ends_at_the_documented_bound():
+    env = gym.make(dataclasses.replace(gym.spec("Pendulum-v1"), max_episode_steps=None))  # never terminates
+    assert env.spec.max_episode_steps is None
+    calls = []
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return np.zeros((*obs.shape[:-1], 1), dtype=np.float32)
+
+    def hung(signum, frame):
+        raise TimeoutError("the evaluation did not end")
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        returns = evaluate(policy, env, episodes=2, seeds=[0])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert len(calls) == EVAL_MAX_STEPS == 1000 and returns.shape == (1, 2)
+
+
+def test_a_stop_request_ends_an_evaluation_before_its_next_step(tiny_dataset):
+    env = evaluation_env(tiny_dataset)
+    calls = []
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return np.zeros((*obs.shape[:-1], 3), dtype=np.float32)
+    with pytest.raises(EvaluationStopped):
+        evaluate(policy, env, episodes=3, seeds=[0, 1], stop=lambda: len(calls) == 2)
+    assert len(calls) == 2  # Hopper falls after dozens of steps: the episodes were cut, not finished
+
+
+def test_a_video_is_never_written_through_a_link(tmp_path):
+    (tmp_path / "videos").mkdir()
+    target = tmp_path / "precious.txt"
+    target.write_text("precious")
+    (tmp_path / "videos" / "step0.mp4").symlink_to(target)
+    frames = record_video(still_policy, gym.make("Hopper-v5"), str(tmp_path / "videos" / "step0.mp4"), seed=3)
+    assert target.read_text() == "precious" and not (tmp_path / "videos" / "step0.mp4").is_symlink()
+    assert imageio_ffmpeg.count_frames_and_secs(str(tmp_path / "videos" / "step0.mp4"))[0] == frames
+    os.rename(tmp_path / "videos", tmp_path / "moved")
+    (tmp_path / "videos").symlink_to(tmp_path / "moved")  # the folder itself a link
+    with pytest.raises(OSError, match="videos is a symbolic link; no video is written through it"):
+        record_video(still_policy, gym.make("Hopper-v5"), str(tmp_path / "videos" / "step1.mp4"), seed=3)
+    assert sorted(os.listdir(tmp_path / "moved")) == ["step0.mp4"]

@@ -1,0 +1,158 @@
+"""Writing a run folder's files: atomically, through no link, under a lock held by one process.
+
+No file here is written through a symbolic link: new files are created exclusively (O_EXCL), files
+that exist are opened without following a link (O_NOFOLLOW), and a replaced file is renamed over,
+which replaces a link rather than what it points to. A failure is one RunFolderError line.
+"""
+import contextlib
+import csv
+import errno
+import fcntl
+import io
+import os
+from typing import IO
+
+import torch
+
+LOCK = ".lock"  # in each run folder: the pid of the process that holds it
+LINK_HINT = "this code writes through no link it did not make: remove the link (and see what it points to)"
+
+
+class RunFolderError(Exception):
+    """A run folder that cannot be read, written or held; the message is one line."""
+
+
+def why(path: str, err: OSError) -> str:
+    """What went wrong writing path, as a message says it: the OS's reason, or that path is a link."""
+    if err.errno == errno.ELOOP or os.path.islink(path):
+        return f"{path} is a symbolic link; {LINK_HINT}"
+    return f"cannot write {path} ({err.strerror or err})"
+
+
+def no_follow(path: str, flags: int) -> int:
+    """open()'s opener for a file that may exist: a link at path is refused (ELOOP), never followed."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+
+
+def only_new(path: str, flags: int) -> int:
+    """open()'s opener for a file that must not exist yet (O_EXCL): no link or other file there is written."""
+    return os.open(path, flags | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+
+
+def write_atomically(path: str, data: bytes, intact: str = "") -> None:
+    """Write data to path through path.tmp and a rename: path is whole, old or new, whatever happens.
+
+    A regular path.tmp (left by a killed run) is replaced; a link there is refused. A failure is a
+    RunFolderError saying what could not be written, then `intact` (what still is).
+    """
+    tmp = path + ".tmp"
+    if os.path.isfile(tmp) and not os.path.islink(tmp):
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+    try:
+        with open(tmp, "wb", opener=only_new) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except FileExistsError:  # what is left at tmp is no file of ours
+        what = "a symbolic link" if os.path.islink(tmp) else "not a file"
+        raise RunFolderError(f"{tmp} is {what}; {LINK_HINT}{intact}") from None
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise RunFolderError(f"{why(path, err)}{intact}") from None
+
+
+def save_tensors(obj, path: str) -> None:
+    """torch.save, atomically (serialised in memory first, so a full disk is an OSError, not torch's)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomically(path, buffer.getvalue())
+
+
+def header_of(path: str) -> list[str] | None:
+    """The CSV file's header row, or None if the file does not exist or is empty."""
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return None
+    with open(path, newline="", encoding="utf-8", opener=no_follow) as f:
+        return next(csv.reader(f), None)
+
+
+def check_header(path: str, header: list[str] | None, columns: list[str]) -> None:
+    """A CSV file's header must be the code's columns: rows are written in that order."""
+    if header is not None and header != list(columns):
+        raise RunFolderError(f"{path} has the columns {','.join(header)}, this code writes "
+                             f"{','.join(columns)}; rows would land under the wrong names: move {path} "
+                             f"aside and start a new run")
+
+
+def append_row(path: str, columns: list[str], row: dict) -> None:
+    """Append a row to a CSV file, writing the header first if the file is new.
+
+    A file whose header is not `columns` is refused. A metric not among the columns raises
+    ValueError (csv.DictWriter): a new term must be named.
+    """
+    try:
+        header = header_of(path)
+        check_header(path, header, columns)
+        with open(path, "a", newline="", opener=no_follow) as f:
+            writer = csv.DictWriter(f, columns, restval="")
+            if header is None:
+                writer.writeheader()
+            writer.writerow(row)
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunFolderError(why(path, err) if isinstance(err, OSError) else f"cannot read {path} ({err})") from None
+
+
+def hold(run_dir: str) -> IO:
+    """Lock run_dir for this process: fcntl.flock on its .lock, which holds our pid.
+
+    Returns the open lock file: closing it, or the end of the process however it ends, lets go.
+    """
+    path = os.path.join(run_dir, LOCK)
+    try:
+        lock = open(path, "a+", opener=no_follow)
+    except OSError as err:
+        raise RunFolderError(why(path, err)) from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        lock.close()
+        if holder == str(os.getpid()):
+            raise RunFolderError(f"{run_dir} is held by this process already: give each run folder once") from None
+        raise RunFolderError(f"{run_dir} is in use by process {holder} (the pid in its {LOCK}); "
+                             f"let that run end, or stop it, then resume") from None
+    try:
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+    except OSError as err:  # a full disk: the pid cannot be written
+        lock.close()
+        raise RunFolderError(why(path, err)) from None
+    return lock
+
+
+def links_in(run_dir: str) -> list[str]:
+    """The symbolic links in a run folder and its videos/ folder: paths this code would write through."""
+    found = []
+    for folder in (run_dir, os.path.join(run_dir, "videos")):
+        if os.path.isdir(folder) and not os.path.islink(folder):
+            found += [entry.path for entry in os.scandir(folder) if entry.is_symlink()]
+    return sorted(found)
+
+
+def make_folder(stem: str) -> str:
+    """Make the folder stem, or stem-1, stem-2, ... if taken (two runs started in the same second); its path.
+
+    An OSError other than the name being taken is raised.
+    """
+    path, n = stem, 1
+    while True:
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            path, n = f"{stem}-{n}", n + 1
