@@ -1,5 +1,4 @@
-"""Minari dataset -> replay buffer (checked: harness/data_checks.py), Monte-Carlo returns, evaluation. No networks."""
-import hashlib
+"""Minari dataset -> replay buffer (checked: data_checks.py), Monte-Carlo returns, evaluation. No networks."""
 import os
 import socket
 import sys
@@ -12,8 +11,8 @@ import minari
 import numpy as np
 import torch
 
-from harness.data_checks import (DatasetError, check_counts, check_dataset_id, check_datasets_path, check_episode,
-                                 check_spaces, clip_actions, registered_env)
+from data_checks import (DatasetError, check_counts, check_dataset_id, check_datasets_path, check_episode, check_spaces,
+                         clip_actions, fingerprint, first_non_finite, registered_env)
 
 
 def reason(err: BaseException, limit: int = 160) -> str:
@@ -153,30 +152,6 @@ def read_transitions(dataset: minari.MinariDataset, obs_dim: int, act_dim: int) 
         lengths.append(steps)
     check_counts(dataset, row, len(lengths))
     return data, np.cumsum(lengths)
-
-
-def first_non_finite(data: np.ndarray, obs_dim: int, act_dim: int, episode_ends: np.ndarray,
-                     episode_ids: list[int]) -> str | None:
-    """Where the buffer holds its first NaN or infinity ('observations of episode 3, step 7'), or None."""
-    bad_rows = np.flatnonzero(~np.isfinite(data).all(axis=1))
-    if len(bad_rows) == 0:
-        return None
-    row = bad_rows[0]
-    column = np.flatnonzero(~np.isfinite(data[row]))[0]
-    k = np.searchsorted(episode_ends, row, side="right")
-    step = row - (episode_ends[k - 1] if k > 0 else 0)
-    if column >= obs_dim + act_dim + 1:  # next_obs: the observation after this step
-        field, step = "observations", step + 1
-    else:
-        field = "observations" if column < obs_dim else "actions" if column < obs_dim + act_dim else "rewards"
-    return f"{field} of episode {episode_ids[k]}, step {step}"
-
-
-def fingerprint(data: np.ndarray, episode_ends: np.ndarray) -> str:
-    """A digest of every transition and of where episodes end: resume compares it to notice a changed dataset."""
-    digest = hashlib.blake2b(np.ascontiguousarray(data).data, digest_size=16)
-    digest.update(episode_ends.astype(np.int64).tobytes())
-    return digest.hexdigest()
 
 
 def print_warning(message: str) -> None:

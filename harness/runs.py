@@ -24,7 +24,7 @@ from bc_agent import BCAgent
 from harness.config import LaunchConfig, RunConfig
 from iql_agent import IQLAgent
 from td3_agent import TD3Agent
-from harness.data_checks import DatasetError, check_dataset_id
+from data_checks import DatasetError, check_dataset_id
 from harness.files import header_of
 from utils import (ReplayBuffer, behaviour_return, dataset_to_buffer, discounted_returns, episode_returns, evaluation_env,
                    load_dataset, reference_scores, top_episodes)

@@ -8,6 +8,7 @@ or stopped early, and flags copies of a run (two folders of one seed). Reads onl
 plot.py draws them.
 """
 import json
+import math
 import re
 
 import numpy as np
@@ -29,7 +30,8 @@ SUMMARY_COLUMNS = ("group", "config", "seeds", "seeds_reached_final", "seeds_div
                    *(f"{when}_{kind}_{stat}" for when in ("final", "best") for kind in ("return", "normalized")
                      for stat in ("iqm", "ci_low", "ci_high")),
                    "normalized_reference", "final_return_mean", "final_return_std", "best_return_mean",
-                   "best_return_std", "final_returns_per_seed", "final_dataset_q", "mc_return", "why_diverged",
+                   "best_return_std", "final_returns_per_seed", "final_dataset_q", "mc_return", "final_bc_distance",
+                   "behaviour_return", "why_diverged",
                    "copy_folders")
 
 
@@ -160,6 +162,8 @@ def summary_rows(groups: dict[str, list[Run]]) -> list[dict]:
                "seeds_stopped_early": status.count("stopped early"), "copies": len(copies),
                "final_step": target_step(runs), "normalized_reference": source,
                "final_dataset_q": mean_of_last(finished, "dataset_q"), "mc_return": mean_of_last(finished, "mc_return"),
+               "final_bc_distance": mean_of_last(finished, "bc_distance"),
+               "behaviour_return": runs[0].meta.get("behaviour_return_mean", math.nan),
                "why_diverged": "; ".join(run.diverged for run in distinct if run.diverged),
                "copy_folders": " ".join(run.dir for run in copies)}
         return_stats(row, finished, random, expert)

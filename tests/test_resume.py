@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 import runner
+from harness import run_folder
 from helpers import FAST, ROOT, only_run, read_csv, short_run
 from resume_helpers import files_of
 from td3_agent import TD3Agent

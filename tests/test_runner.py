@@ -6,14 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import runner
-from harness import runs
+from harness import logs, runs
 from conftest import rollout_episodes, write_dataset
 from helpers import FAST, ROOT, only_run, read_csv, short_run
 
@@ -56,7 +55,7 @@ def test_train_csv_holds_the_terms_the_update_returns_and_no_others(tiny_dataset
 
 
 def test_metric_means_average_each_metric_over_the_updates_that_logged_it_per_member():
-    means = runner.MetricMeans()
+    means = logs.MetricMeans()
     means.add({"td_loss": torch.tensor([1.0, 10.0])})  # two members
     means.add({"td_loss": torch.tensor([3.0, 30.0]), "actor_loss": torch.tensor([-4.0, -40.0])})  # an actor step
     means.add({"td_loss": torch.tensor([8.0, 80.0])})

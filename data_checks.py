@@ -4,6 +4,7 @@ utils.py loads a dataset and calls these: the dataset's id, the datasets' folder
 episode's arrays, its counts, its actions and terminations, and the environment it names, which
 is made only from this machine's registry (a dataset is data: it never chooses the code that runs).
 """
+import hashlib
 import json
 import os
 import re
@@ -128,3 +129,27 @@ def registered_env(metadata: dict, dataset_id: str) -> tuple[str, dict, int | No
         raise DatasetError(f"dataset '{dataset_id}': the kwargs or max_episode_steps it stores for {env_id} are "
                            f"not a dict and a positive integer; the dataset's metadata is damaged")
     return env_id, kwargs, limit
+
+
+def first_non_finite(data: np.ndarray, obs_dim: int, act_dim: int, episode_ends: np.ndarray,
+                     episode_ids: list[int]) -> str | None:
+    """Where the buffer holds its first NaN or infinity ('observations of episode 3, step 7'), or None."""
+    bad_rows = np.flatnonzero(~np.isfinite(data).all(axis=1))
+    if len(bad_rows) == 0:
+        return None
+    row = bad_rows[0]
+    column = np.flatnonzero(~np.isfinite(data[row]))[0]
+    k = np.searchsorted(episode_ends, row, side="right")
+    step = row - (episode_ends[k - 1] if k > 0 else 0)
+    if column >= obs_dim + act_dim + 1:  # next_obs: the observation after this step
+        field, step = "observations", step + 1
+    else:
+        field = "observations" if column < obs_dim else "actions" if column < obs_dim + act_dim else "rewards"
+    return f"{field} of episode {episode_ids[k]}, step {step}"
+
+
+def fingerprint(data: np.ndarray, episode_ends: np.ndarray) -> str:
+    """A digest of every transition and of where episodes end: resume compares it to notice a changed dataset."""
+    digest = hashlib.blake2b(np.ascontiguousarray(data).data, digest_size=16)
+    digest.update(episode_ends.astype(np.int64).tobytes())
+    return digest.hexdigest()
