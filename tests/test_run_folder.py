@@ -110,8 +110,10 @@ def test_a_checkpoint_of_the_wrong_shape_is_refused_saying_what_is_wrong(tmp_pat
     run_folder.save_checkpoint(str(tmp_path), PROGRESS, agent.members.state_dicts(agent)[0])
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     torch.save(damage(state), tmp_path / "checkpoint.pt")
+    names = tuple(agent.update(torch.rand(1, 4, 3), torch.rand(1, 4, 1), torch.rand(1, 4), torch.rand(1, 4, 3),
+                               torch.ones(1, 4)))  # the train.csv metrics of a critic step
     with pytest.raises(RunFolderError, match=f"checkpoint.pt cannot be restored \\({why}\\)"):
-        run_folder.read_checkpoint(str(tmp_path), tuple(TD3Agent.METRICS))
+        run_folder.read_checkpoint(str(tmp_path), names)
 
 
 def test_resuming_drops_the_rows_logged_after_the_checkpoint_and_a_row_cut_short(tmp_path):
