@@ -271,9 +271,12 @@ def begun_runs(runs: list[dict], older: frozenset[str] = frozenset()) -> dict[in
         wanted = config.recorded_flags(config.from_flags(run)[0])
         parent = run["results_dir"]
         for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
-            path = os.path.join(parent, name, "config.json")
-            if os.path.isfile(path) and os.path.dirname(path) not in older:
-                with open(path) as f:
-                    if json.load(f).get("flags") == wanted:
-                        found[i] = os.path.dirname(path)
+            run_dir = os.path.join(parent, name)
+            if os.path.isfile(os.path.join(run_dir, run_folder.CONFIG)) and run_dir not in older:
+                try:  # a damaged config.json is one line, as --resume says it
+                    meta = run_folder.read_config(run_dir)
+                except run_folder.RunFolderError as err:
+                    raise fail(str(err)) from None
+                if meta["flags"] == wanted:
+                    found[i] = run_dir
     return found
