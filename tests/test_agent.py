@@ -265,10 +265,11 @@ def test_update_learns_on_a_real_dataset(tiny_dataset):
                     "cql_q_policy", "cql_q_data", "cql_alpha", "critic_loss"}
     actor_names = {"ddpg_loss", "bc_loss", "bc_weight", "actor_loss"}
     generators = agent.members.generators
-    assert set(agent.update(*buffer.sample(64, generators))) == critic_names  # no actor step on odd updates
+    odd = set(agent.update(*buffer.sample(64, generators)))
+    assert critic_names <= odd and not actor_names & odd  # no actor step on odd updates
     first = agent.update(*buffer.sample(64, generators))  # the second update is the first actor update
     for _ in range(200):
         last = agent.update(*buffer.sample(64, generators))
-    assert set(first) == set(last) == critic_names | actor_names
+    assert set(first) == set(last) == odd | actor_names
     assert all(torch.isfinite(v).all() for v in last.values())
     assert last["bc_loss"] < first["bc_loss"]
