@@ -44,6 +44,7 @@ class ReplayBuffer:
     act_dim: int
     episode_ends: np.ndarray  # (episodes,), int64
     fingerprint: str = ""  # of the rows and episode ends (fingerprint()), recorded in config.json
+    references: tuple[float | None, float | None] = (None, None)  # the dataset's (random, expert) returns
 
     def __len__(self) -> int:
         return self.data.shape[0]
@@ -201,11 +202,16 @@ def evaluation_env(dataset: minari.MinariDataset) -> gym.Env:
     return env
 
 
-def get_buffer_and_environments_for_task(dataset_id: str, device: torch.device
+def get_buffer_and_environments_for_task(dataset_id: str, device: torch.device, warn: Callable[[str], None] = print_warning
                                          ) -> tuple[ReplayBuffer, gym.Env]:
-    """The dataset's replay buffer and its evaluation environment (Problem 1.1)."""
+    """The dataset's replay buffer and its evaluation environment (Problem 1.1): how every run loads its data.
+
+    The buffer also carries the dataset's reference returns for normalised scores (reference_scores).
+    """
     dataset = load_dataset(dataset_id)
-    return dataset_to_buffer(dataset, device), evaluation_env(dataset)
+    buffer, env = dataset_to_buffer(dataset, device, warn), evaluation_env(dataset)
+    buffer.references = reference_scores(dataset)
+    return buffer, env
 
 
 def episode_returns(buffer: ReplayBuffer) -> np.ndarray:

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gymnasium as gym
-import minari
 import numpy as np
 import torch
 
@@ -26,8 +25,8 @@ from iql_agent import IQLAgent
 from td3_agent import TD3Agent
 from data_checks import DatasetError, check_dataset_id
 from harness.files import header_of
-from utils import (ReplayBuffer, behaviour_return, dataset_to_buffer, discounted_returns, episode_returns, evaluation_env,
-                   load_dataset, reference_scores, top_episodes)
+from utils import (ReplayBuffer, behaviour_return, discounted_returns, episode_returns,
+                   get_buffer_and_environments_for_task, top_episodes)
 
 Agent = TD3Agent | BCAgent | IQLAgent
 DIAGNOSTIC_PAIRS = 1000  # dataset (s, a) pairs on which Q, MC return and BC distance are tracked
@@ -112,8 +111,9 @@ def make_agent(cfgs: list[RunConfig], buffer: ReplayBuffer, env: gym.Env, device
 
 def training_buffer(buffer: ReplayBuffer, cfg: RunConfig) -> tuple[ReplayBuffer, dict]:
     """The transitions the agent trains on: all, or with --bc_top_percent the top episodes; and what was kept."""
-    whole = ({"dataset_transitions": len(buffer), "dataset_fingerprint": buffer.fingerprint}
-             | behaviour_return(buffer))  # the behaviour return: plot.py's behaviour-policy line
+    ref_min, ref_max = buffer.references
+    whole = ({"dataset_transitions": len(buffer), "dataset_fingerprint": buffer.fingerprint,  # the behaviour return:
+              "ref_min_score": ref_min, "ref_max_score": ref_max} | behaviour_return(buffer))  # plot.py's dotted line
     if cfg.bc_top_percent == 100:
         return buffer, whole
     kept = top_episodes(buffer, cfg.bc_top_percent)
@@ -123,15 +123,14 @@ def training_buffer(buffer: ReplayBuffer, cfg: RunConfig) -> tuple[ReplayBuffer,
     return kept, whole | {"bc_top_percent_episodes": len(kept.episode_ends), "bc_top_percent_transitions": len(kept)}
 
 
-def build(cfgs: list[RunConfig], launch: LaunchConfig) -> tuple[Group, minari.MinariDataset]:
+def build(cfgs: list[RunConfig], launch: LaunchConfig) -> Group:
     """Load the dataset into a replay buffer, build the agent of these runs and their diagnostic samples."""
     cfg = cfgs[0]
     device = resolve_device(launch.device)
     if launch.threads:
         torch.set_num_threads(launch.threads)
     try:
-        dataset = load_dataset(cfg.dataset)
-        buffer, env = dataset_to_buffer(dataset, device, warn), evaluation_env(dataset)
+        buffer, env = get_buffer_and_environments_for_task(cfg.dataset, device, warn)
     except DatasetError as err:  # nothing is trained or written on data that cannot be used
         raise fail(f"--dataset: {err}") from None
     train_buffer, kept = training_buffer(buffer, cfg)
@@ -143,7 +142,7 @@ def build(cfgs: list[RunConfig], launch: LaunchConfig) -> tuple[Group, minari.Mi
                                                          replace=False)) for c in cfgs]  # each run's own sample
     runs = [Run(c, float(discounted_returns(buffer, r, c.td3.gamma).mean())) for c, r in zip(cfgs, rows)]
     obs, actions, *_ = buffer.split(buffer.data[torch.as_tensor(np.stack(rows), device=device)])
-    return Group(runs, launch, agent, train_buffer, env, (obs, actions), data_kept=kept), dataset
+    return Group(runs, launch, agent, train_buffer, env, (obs, actions), data_kept=kept)
 
 
 def check_members(cfgs: list[RunConfig], what: str) -> None:
@@ -169,12 +168,11 @@ def start(cfgs: list[RunConfig], launch: LaunchConfig, held: contextlib.ExitStac
     check_members(cfgs, "runs given together")
     check_distinct(cfgs)
     config.check_results_dir(launch.results_dir)
-    group, dataset = build(cfgs, launch)
-    ref_min, ref_max = reference_scores(dataset)
+    group = build(cfgs, launch)
     for run in group.runs:
         meta = {"flags": config.recorded_flags(run.cfg),
                 "config": config.config_name(run.cfg), "device": str(group.agent.device),
-                "env_id": group.env.spec.id, "ref_min_score": ref_min, "ref_max_score": ref_max, **group.data_kept}
+                "env_id": group.env.spec.id, **group.data_kept}
         run.dir, lock = run_folder.create(launch.results_dir, run.cfg, meta)
         held.enter_context(lock)
     return group
@@ -243,7 +241,7 @@ def resume(launch: LaunchConfig, given: dict, held: contextlib.ExitStack,
         raise fail(f"--resume: these runs' checkpoints are at different steps ({', '.join(map(str, steps))}); "
                    f"resume the runs of each step together, apart from the others")
     check_members(cfgs, "--resume")
-    group, _ = build(cfgs, launch)
+    group = build(cfgs, launch)
     for run_dir, meta in zip(dirs, metas):
         run_folder.check_dataset(run_dir, meta, group.data_kept["dataset_transitions"],
                                  group.data_kept["dataset_fingerprint"])

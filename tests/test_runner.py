@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import runner
-from harness import logs, runs
+import utils
+from harness import logs
 from conftest import rollout_episodes, write_dataset
 from helpers import FAST, ROOT, only_run, read_csv, short_run
 
@@ -185,7 +186,7 @@ def test_seeds_pass_the_users_threads_to_each_run(tiny_dataset, tmp_path):
 def test_ctrl_c_while_the_dataset_loads_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
     def interrupted(dataset_id: str):
         raise KeyboardInterrupt
-    monkeypatch.setattr(runs, "load_dataset", interrupted)  # where runner.py's runs load their data
+    monkeypatch.setattr(utils, "load_dataset", interrupted)  # where runs load their data (Problem 1.1's function)
     assert runner.main([*FAST, "--results_dir", str(tmp_path / "results")]) == 130
     assert capsys.readouterr().err == "runner.py: interrupted while loading; nothing was trained\n"
     assert not (tmp_path / "results").exists()
