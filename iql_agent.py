@@ -35,6 +35,11 @@ class IQLConfig:
                             low=0, agents=IQL)
 
 
+def advantage_scale(episode_returns: np.ndarray) -> float:
+    """The paper's reward scaling for locomotion, 1000 / (max - min episode return), applied to the advantage."""
+    return 1000 / max(float(episode_returns.max() - episode_returns.min()), 1e-6)
+
+
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
     """E[ |tau - 1(diff < 0)| diff^2 ] over the batch: positive errors weigh tau, negative 1 - tau."""
     weight = torch.where(diff < 0, 1 - expectile, expectile)

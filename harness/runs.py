@@ -21,7 +21,7 @@ from harness import flags
 from harness import run_folder
 from bc_agent import BCAgent
 from harness.config import LaunchConfig, RunConfig
-from iql_agent import IQLAgent
+from iql_agent import IQLAgent, advantage_scale
 from td3_agent import TD3Agent
 from data_checks import DatasetError, check_dataset_id
 from harness.files import header_of
@@ -103,9 +103,8 @@ def make_agent(cfgs: list[RunConfig], buffer: ReplayBuffer, env: gym.Env, device
     if cfgs[0].agent == "bc":
         return BCAgent(*shape, td3, seeds, device)
     if cfgs[0].agent == "iql":
-        returns = episode_returns(buffer)
-        scale = 1000 / max(returns.max() - returns.min(), 1e-6)  # the paper's reward scaling (iql_agent.py)
-        return IQLAgent(*shape, td3, [c.iql for c in cfgs], seeds, device, advantage_scale=float(scale))
+        scale = advantage_scale(episode_returns(buffer))
+        return IQLAgent(*shape, td3, [c.iql for c in cfgs], seeds, device, advantage_scale=scale)
     return TD3Agent(*shape, td3, seeds, device)
 
 
