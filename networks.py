@@ -13,6 +13,7 @@ per member, per-member values, and checkpoints cut into one file per member.
 """
 import dataclasses
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -23,13 +24,16 @@ from torch.nn import functional as F
 class StackedMLP(nn.Module):
     """K independent MLPs (Linear[-LayerNorm]-ReLU layers, a plain linear output), side by side.
 
+    `activation` replaces ReLU (the dynamics ensemble uses SiLU, as MOPO does).
     (K, B, in) -> (K, B, out). Each layer is initialised as nn.Linear is, U(-1/sqrt(in), 1/sqrt(in)),
     MLP k drawing from generators[k // (K / len(generators))]: a member's MLPs (its two critics)
     are consecutive and come from its generator alone, in the same order whatever the other members.
     """
 
-    def __init__(self, k: int, sizes: list[int], generators: list[torch.Generator], layernorm: bool = False):
+    def __init__(self, k: int, sizes: list[int], generators: list[torch.Generator], layernorm: bool = False,
+                 activation: Callable[[torch.Tensor], torch.Tensor] = torch.relu):
         super().__init__()
+        self.activation = activation
         per_member = k // len(generators)
         gens = [generators[i // per_member] for i in range(k)]
         self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
@@ -49,7 +53,7 @@ class StackedMLP(nn.Module):
             if i < last:
                 if self.norm_gains:
                     x = F.layer_norm(x, x.shape[-1:]) * self.norm_gains[i][::every] + self.norm_shifts[i][::every]
-                x = torch.relu(x)
+                x = self.activation(x)
         return x
 
 

@@ -90,6 +90,8 @@ def save_checkpoints(group: Group) -> None:
         progress = {"step": group.step, "elapsed": group.elapsed} | {
             name: getattr(run, name) for name in ("last_return", "best_return", "best_step")} | {
             "metric_sums": {name: sums[m] for name, sums in group.sums.items()}, "metric_counts": dict(group.counts)}
+        if group.rollouts:
+            progress["model_buffer"] = group.rollouts.state(m)
         run_folder.save_checkpoint(run.dir, progress, states[m])
         run.saved_step = group.step
 
@@ -135,12 +137,23 @@ def video_due(group: Group) -> bool:
     return final if every is None else every > 0 and (group.step % every == 0 or final)
 
 
+def next_batch(group: Group) -> tuple:
+    """This update's batch per member: the dataset's, or with model rollouts (mopo.py) the dataset's leading rows
+    and the model buffer's, after this step's rollout round if one is due."""
+    generators = group.agent.members.generators
+    if group.rollouts is None:
+        return group.buffer.sample(group.cfg.td3.batch_size, generators)
+    if group.step % group.cfg.mopo.rollout_every == 0:
+        group.rollouts.rollout(group.agent.actor)
+    return group.rollouts.sample(generators)
+
+
 def training_loop(group: Group, bar: tqdm) -> int:
     """Update every member; log every --log_every; evaluate, checkpoint every --eval_every; returns the status."""
     cfg, agent, means = group.cfg, group.agent, MetricMeans(group.sums, group.counts)
     clock_start = time.perf_counter() - group.elapsed  # wall-clock survives --resume
     while group.step < cfg.total_steps and group.running():
-        means.add(agent.update(*group.buffer.sample(cfg.td3.batch_size, agent.members.generators)))
+        means.add(agent.update(*next_batch(group)) | (group.rollouts.last if group.rollouts else {}))
         group.step += 1
         bar.update(1)
         final = group.step == cfg.total_steps

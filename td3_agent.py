@@ -9,11 +9,15 @@ value per run; read them as one run's, with `.mean(-1)` the mean over the batch.
 import copy
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from networks import Actor, Members, TwinCritic
+
+if TYPE_CHECKING:  # behaviour_vae.py imports this file for its flags
+    from behaviour_vae import BehaviourVAE
 
 
 def hyper(default, help: str, **checks) -> field:
@@ -44,6 +48,9 @@ class TD3Config:
                                                "--cql_alpha, so that the penalty per critic settles at this gap",
                                          low=0, unset="off, a fixed --cql_alpha", needs=("cql_alpha", "> 0"), agents=TD3)
     cql_temp: float = hyper(1.0, "CQL temperature T", above=0, needs=("cql_alpha", "> 0"), agents=TD3)
+    support_weight: float = hyper(0.0, "SPOT's lambda on the support term E[-log beta(mu(s) | s)] of the actor loss, "
+                                       "beta the behaviour VAE's density (behaviour_vae.py), weighed against -Q1 / "
+                                       "E|Q1| as SPOT does; 0 = off, 0.1 = SPOT's hopper-medium", low=0, agents=TD3)
     critic_layernorm: bool = hyper(False, "LayerNorm after each hidden layer of the critics (as ReBRAC and RLPD "
                                           "use it against over-estimation)", agents=TD3)
     batch_size: int = hyper(128, "transitions per update; the homework's value", low=1)
@@ -60,13 +67,13 @@ class TD3Config:
 
 # TD3Config fields that may differ between the members of one agent: plain weights in the
 # losses, one value per member. Every other field is shared by the members.
-MEMBER_FIELDS = ("bc_weight", "cql_alpha")
+MEMBER_FIELDS = ("bc_weight", "cql_alpha", "support_weight")
 
 
 def member_key(config: TD3Config) -> tuple:
     """What members of one agent must share: every field but MEMBER_FIELDS' values, and whether those are on."""
     shared = tuple(getattr(config, name) for name in TD3Config.__dataclass_fields__ if name not in MEMBER_FIELDS)
-    return shared + (config.bc_weight == "auto", config.cql_alpha > 0)
+    return shared + (config.bc_weight == "auto", config.cql_alpha > 0, config.support_weight > 0)
 
 
 def mse(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -82,7 +89,10 @@ class TD3Agent:
                "log_cql_alpha")
 
     def __init__(self, obs_dim: int, act_dim: int, action_low: np.ndarray, action_high: np.ndarray,
-                 configs: list[TD3Config], seeds: list[int], device: torch.device):
+                 configs: list[TD3Config], seeds: list[int], device: torch.device,
+                 behaviour: "BehaviourVAE | None" = None, real_rows: int | None = None):
+        """behaviour: the frozen behaviour VAE of the support term (with --support_weight); real_rows: how many
+        leading rows of each batch are the dataset's (with model rollouts, mopo.py), None for all."""
         if len({member_key(c) for c in configs}) != 1:
             raise ValueError(f"members may differ only in {', '.join(MEMBER_FIELDS)} (and whether they are on)")
         self.members, self.device = Members(seeds, device), device
@@ -103,6 +113,7 @@ class TD3Agent:
         start = [math.log(c.cql_alpha) if c.cql_alpha > 0 else 0.0 for c in configs]
         self.log_cql_alpha = torch.nn.Parameter(self.members.values(start))
         self.cql_alpha_opt = torch.optim.Adam([self.log_cql_alpha], lr=cfg.lr)
+        self.behaviour, self.real_rows = behaviour, real_rows
         self.updates = 0
 
     def update(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
@@ -189,11 +200,21 @@ class TD3Agent:
         q_pi = self.critic.q1(obs, pi)
         self.critic.requires_grad_(True)
         ddpg_loss = -q_pi.mean(-1)
-        bc_loss = ((pi - actions) ** 2).sum(-1).mean(-1)  # E ||a - mu(s)||^2
+        real = slice(self.real_rows)  # with model rollouts the batch's leading rows are the dataset's: BC imitates them
+        bc_loss = ((pi[:, real] - actions[:, real]) ** 2).sum(-1).mean(-1)  # E ||a - mu(s)||^2
         bc_weight = self.bc_weight(q_pi)
         actor_loss = ddpg_loss + bc_weight * bc_loss
+        metrics = {"ddpg_loss": ddpg_loss, "bc_loss": bc_loss, "bc_weight": bc_weight}
+        if self.behaviour is not None:
+            # SPOT: -log beta(mu(s) | s) by the frozen VAE's ELBO; its weight lambda * E|Q1| puts lambda on the
+            # scale of SPOT's -Q1 / E|Q1|. Gradient reaches the actor through the VAE, never the VAE itself.
+            support_loss = self.behaviour.neg_log_density(obs, pi, self.members.randn(*pi.shape[1:-1],
+                                                                                      self.behaviour.latent)).mean(-1)
+            support_weight = self.cfg.support_weight * q_pi.abs().mean(-1).detach()
+            actor_loss = actor_loss + support_weight * support_loss
+            metrics |= {"support_loss": support_loss, "support_weight": support_weight}
         step(self.actor_opt, actor_loss)
-        return {"ddpg_loss": ddpg_loss, "bc_loss": bc_loss, "bc_weight": bc_weight, "actor_loss": actor_loss}
+        return metrics | {"actor_loss": actor_loss}
 
     def bc_weight(self, q_pi: torch.Tensor) -> torch.Tensor:
         """alpha_reg, fixed, or with "auto" TD3+BC's normalisation.

@@ -11,9 +11,12 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from behaviour_vae import VAEConfig
+from dynamics import DynamicsConfig
 from harness import flags
 from harness.flags import flag
 from iql_agent import IQLConfig
+from mopo import MOPOConfig, real_rows
 from td3_agent import MEMBER_FIELDS, TD3Config
 from td3_agent import member_key as member_key_td3
 
@@ -27,6 +30,8 @@ EXAMPLES = """examples:
   python runner.py --agent td3 --total_steps 100000 --cql_alpha 5   # TD3+CQL (Problem 2.1)
   python runner.py --agent bc --bc_top_percent 10                   # filtered behaviour cloning
   python runner.py --agent iql                                      # implicit Q-learning
+  python runner.py --rollout_length 5 --reward_penalty 1            # model rollouts, reward penalty (MOPO)
+  python runner.py --support_weight 0.1                             # support constraint (SPOT)
   python runner.py --cql_alpha 5 --seeds 0 1 2                      # three seeds side by side, one process
   python runner.py --resume results/<run>/                          # continue a run from its checkpoint"""
 
@@ -46,6 +51,9 @@ class RunConfig:
                                         "alone (--agent bc only)", above=0, high=100, agents=("bc",))
     total_steps: int = flag(100_000, "gradient updates", low=1)
     td3: TD3Config = field(default_factory=TD3Config)  # its fields are flags too, in this place
+    mopo: MOPOConfig = field(default_factory=MOPOConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
     iql: IQLConfig = field(default_factory=IQLConfig)
     seed: int = flag(0, "seed of the run's random generator (initial weights, batches, noise) and of its "
                         "evaluation episodes", low=0)
@@ -62,6 +70,8 @@ class LaunchConfig:
     seeds: tuple[int, ...] | None = flag(None, "train one run per seed side by side in this process (members, "
                                                "networks.py), e.g. --seeds 0 1 2", low=0, unset="off, --seed alone")
     results_dir: str = flag("results", "folder that receives one sub-folder per run", metavar="DIR")
+    model_dir: str = flag("models", "folder of fitted models (dynamics ensemble, behaviour VAE), each fitted once per "
+                                    "dataset and settings and reused by every later run", metavar="DIR")
     device: str = flag("auto", "'auto' (cuda when present), 'cpu', 'cuda' or 'cuda:N'")
     threads: int = flag(0, "torch CPU threads; 0 = torch's default, one per core", low=0)
     video_every: int | None = flag(None, "steps between evaluation videos (videos/step<N>.mp4); 0 = none", low=0,
@@ -113,9 +123,32 @@ def pointless_flag(run: RunConfig) -> str | None:
             met = values[name] == condition if condition == "auto" else values[name] > 0
             if not met:
                 return f"argument --{f.name}: has no effect without --{name} {condition}; give --{name} too"
+    problem = combination_problem(run)
+    if problem:
+        return problem
     if run.agent == "td3" and run.log_every < run.td3.policy_delay:
         return (f"argument --log_every: {run.log_every} is below --policy_delay {run.td3.policy_delay}: every "
                 f"train.csv row must hold an actor step; give at least {run.td3.policy_delay}")
+    return None
+
+
+def combination_problem(run: RunConfig) -> str | None:
+    """Why the new methods' flags do not go together as given, or None."""
+    td3, mopo = run.td3, run.mopo
+    if td3.support_weight > 0 and td3.bc_weight != 0:
+        return ("argument --support_weight: SPOT's support term takes the place of TD3+BC's distribution term "
+                "(--bc_weight); give one of the two")
+    if mopo.rollout_length > 0:
+        real = real_rows(mopo.real_ratio, td3.batch_size)
+        if real >= td3.batch_size:
+            return (f"argument --real_ratio: {mopo.real_ratio:g} of --batch_size {td3.batch_size} leaves no row for "
+                    f"model transitions; give a smaller --real_ratio")
+        if real == 0 and td3.bc_weight != 0:
+            return (f"argument --real_ratio: {mopo.real_ratio:g} of --batch_size {td3.batch_size} is no dataset row, "
+                    f"and the BC term imitates the batch's dataset rows; give at least {0.5 / td3.batch_size:.3g}")
+        if run.dynamics.model_elites > run.dynamics.model_ensemble:
+            return (f"argument --model_elites: {run.dynamics.model_elites} is more than --model_ensemble "
+                    f"{run.dynamics.model_ensemble}; give at most {run.dynamics.model_ensemble}")
     return None
 
 

@@ -32,7 +32,7 @@ LOGS = ("progress.csv", "train.csv")
 # which holds its random generator's state too (training draws from nothing else). "metric_sums" and
 # "metric_counts" hold the train.csv metrics summed since the last row (absent in older checkpoints).
 PROGRESS = {"step": int, "elapsed": float, "last_return": float, "best_return": float, "best_step": int}
-RESUME_MAY_CHANGE = ("resume", "total_steps", "threads", "device", "video_every")  # flags allowed beside --resume
+RESUME_MAY_CHANGE = ("resume", "total_steps", "threads", "device", "video_every", "model_dir")  # flags allowed beside --resume
 
 
 def write_config(run_dir: str, meta: dict, intact: str = "") -> None:
@@ -192,10 +192,12 @@ def read_checkpoint(run_dir: str, names: tuple[str, ...] = ()) -> dict:
     return state
 
 
-def restore(run_dirs: list[str], states: list[dict], agent) -> None:
-    """Load the agent, member m from states[m] (read_checkpoint() of run_dirs[m])."""
+def restore(run_dirs: list[str], states: list[dict], agent, rollouts=None) -> None:
+    """Load the agent, member m from states[m] (read_checkpoint() of run_dirs[m]), and its model buffer if any."""
     try:
         agent.members.load_state_dicts(agent, [state["agent"] for state in states])
+        for m, state in enumerate(states if rollouts is not None else []):
+            rollouts.load(m, state["model_buffer"])
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
         where = os.path.join(run_dirs[0], CHECKPOINT) if len(run_dirs) == 1 else \
             f"the {CHECKPOINT} of {', '.join(run_dirs)}"

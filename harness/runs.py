@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from harness import config
+from harness import fitted
 from harness import flags
 from harness import run_folder
 from bc_agent import BCAgent
@@ -24,6 +25,8 @@ from harness.config import LaunchConfig, RunConfig
 from iql_agent import IQLAgent, advantage_scale
 from td3_agent import TD3Agent
 from data_checks import DatasetError, check_dataset_id
+from dynamics import termination_rule
+from mopo import ModelRollouts, real_rows
 from harness.files import header_of
 from utils import (ReplayBuffer, behaviour_return, discounted_returns, episode_returns,
                    get_buffer_and_environments_for_task, top_episodes)
@@ -58,6 +61,7 @@ class Group:
     elapsed: float = 0.0
     stop_signal: list = field(default_factory=list)
     data_kept: dict = field(default_factory=dict)  # config.json's figures of the dataset and of what the run kept
+    rollouts: ModelRollouts | None = None  # with --rollout_length: the model buffers, and where batches come from
     # the train.csv metrics summed since its last row, (M,) tensors, and their counts: checkpointed with the runs
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
@@ -96,7 +100,8 @@ def warn(message: str) -> None:
     print(f"runner.py: warning: --dataset: {message}", file=sys.stderr)
 
 
-def make_agent(cfgs: list[RunConfig], buffer: ReplayBuffer, env: gym.Env, device: torch.device) -> Agent:
+def make_agent(cfgs: list[RunConfig], buffer: ReplayBuffer, env: gym.Env, device: torch.device,
+               behaviour: torch.nn.Module | None = None) -> Agent:
     """The agent whose members these runs are: TD3Agent, BCAgent or IQLAgent by --agent."""
     shape = (buffer.obs_dim, buffer.act_dim, env.action_space.low, env.action_space.high)
     td3, seeds = [c.td3 for c in cfgs], [c.seed for c in cfgs]
@@ -105,7 +110,34 @@ def make_agent(cfgs: list[RunConfig], buffer: ReplayBuffer, env: gym.Env, device
     if cfgs[0].agent == "iql":
         scale = advantage_scale(episode_returns(buffer))
         return IQLAgent(*shape, td3, [c.iql for c in cfgs], seeds, device, advantage_scale=scale)
-    return TD3Agent(*shape, td3, seeds, device)
+    mopo = cfgs[0].mopo
+    real = real_rows(mopo.real_ratio, td3[0].batch_size) if mopo.rollout_length else None
+    return TD3Agent(*shape, td3, seeds, device, behaviour=behaviour, real_rows=real)
+
+
+def fitted_models(cfg: RunConfig, buffer: ReplayBuffer, env: gym.Env, launch: LaunchConfig, device: torch.device,
+                  expect: dict) -> tuple[torch.nn.Module | None, torch.nn.Module | None, dict]:
+    """The run's fitted models, loaded or fitted once (harness/fitted.py): the dynamics ensemble with
+    --rollout_length, the behaviour VAE with --support_weight; and their files, for config.json."""
+    dynamics = behaviour = None
+    paths = {}
+    try:
+        if cfg.mopo.rollout_length:
+            dynamics, paths["dynamics_model"] = fitted.dynamics_model(cfg, buffer, launch.model_dir,
+                                                                      expect.get("dynamics_model"))
+        if cfg.td3.support_weight > 0:
+            low, high = (torch.as_tensor(b, dtype=torch.float32) for b in (env.action_space.low, env.action_space.high))
+            behaviour, paths["behaviour_model"] = fitted.behaviour_model(cfg, buffer, low, high, launch.model_dir,
+                                                                         expect.get("behaviour_model"))
+    except fitted.FittedModelError as err:
+        raise fail(f"--model_dir: {err}") from None
+    except OSError as err:
+        raise fail(f"--model_dir '{launch.model_dir}': cannot write the fitted model ({err.strerror or err}); "
+                   f"give a folder this user can write") from None
+    for model in (dynamics, behaviour):
+        if model is not None:  # frozen: neither trains again, and the actor's support term sends the VAE no gradient
+            model.to(device).eval().requires_grad_(False)
+    return dynamics, behaviour, paths
 
 
 def training_buffer(buffer: ReplayBuffer, cfg: RunConfig) -> tuple[ReplayBuffer, dict]:
@@ -122,8 +154,9 @@ def training_buffer(buffer: ReplayBuffer, cfg: RunConfig) -> tuple[ReplayBuffer,
     return kept, whole | {"bc_top_percent_episodes": len(kept.episode_ends), "bc_top_percent_transitions": len(kept)}
 
 
-def build(cfgs: list[RunConfig], launch: LaunchConfig) -> Group:
-    """Load the dataset into a replay buffer, build the agent of these runs and their diagnostic samples."""
+def build(cfgs: list[RunConfig], launch: LaunchConfig, expect: dict | None = None) -> Group:
+    """Load the dataset into a replay buffer, the fitted models, build the agent of these runs and their diagnostic
+    samples; `expect`: a resumed run's config.json, naming the fitted models it began with."""
     cfg = cfgs[0]
     device = resolve_device(launch.device)
     if launch.threads:
@@ -136,12 +169,20 @@ def build(cfgs: list[RunConfig], launch: LaunchConfig) -> Group:
     if cfg.td3.batch_size > len(train_buffer):
         raise fail(f"--batch_size {cfg.td3.batch_size} is larger than the dataset ({len(train_buffer)} transitions); "
                    f"use at most {len(train_buffer)}")
-    agent = make_agent(cfgs, train_buffer, env, device)
+    if cfg.mopo.rollout_length:
+        try:
+            terminal = termination_rule(env)
+        except ValueError as err:
+            raise fail(f"--rollout_length: {err}") from None
+    dynamics, behaviour, paths = fitted_models(cfg, train_buffer, env, launch, device, expect or {})
+    agent = make_agent(cfgs, train_buffer, env, device, behaviour)
+    rollouts = None if dynamics is None else ModelRollouts(dynamics, terminal, cfg.mopo, train_buffer, agent.members,
+                                                           cfg.td3.batch_size)
     rows = [np.sort(np.random.default_rng(c.seed).choice(len(buffer), min(DIAGNOSTIC_PAIRS, len(buffer)),
                                                          replace=False)) for c in cfgs]  # each run's own sample
     runs = [Run(c, float(discounted_returns(buffer, r, c.td3.gamma).mean())) for c, r in zip(cfgs, rows)]
     obs, actions, *_ = buffer.split(buffer.data[torch.as_tensor(np.stack(rows), device=device)])
-    return Group(runs, launch, agent, train_buffer, env, (obs, actions), data_kept=kept)
+    return Group(runs, launch, agent, train_buffer, env, (obs, actions), data_kept=kept | paths, rollouts=rollouts)
 
 
 def check_members(cfgs: list[RunConfig], what: str) -> None:
@@ -240,11 +281,11 @@ def resume(launch: LaunchConfig, given: dict, held: contextlib.ExitStack,
         raise fail(f"--resume: these runs' checkpoints are at different steps ({', '.join(map(str, steps))}); "
                    f"resume the runs of each step together, apart from the others")
     check_members(cfgs, "--resume")
-    group = build(cfgs, launch)
+    group = build(cfgs, launch, metas[0])
     for run_dir, meta in zip(dirs, metas):
         run_folder.check_dataset(run_dir, meta, group.data_kept["dataset_transitions"],
                                  group.data_kept["dataset_fingerprint"])
-    run_folder.restore(dirs, checkpoints, group.agent)
+    run_folder.restore(dirs, checkpoints, group.agent, group.rollouts)
     restore_sums(group, checkpoints)
     group.step, group.elapsed = checkpoints[0]["step"], checkpoints[0]["elapsed"]
     for run, run_dir, meta, checkpoint in zip(group.runs, dirs, metas, checkpoints):
