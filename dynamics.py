@@ -46,11 +46,12 @@ class DynamicsConfig:
                                           low=1, needs=ROLLOUTS, agents=TD3)
     model_batch_size: int = hyper(256, "transitions per member per fitting step; MOPO's value", low=1,
                                   needs=ROLLOUTS, agents=TD3)
-    model_epoch_steps: int = hyper(2000, "fitting steps per epoch, after each of which the held-out error is "
+    model_epoch_steps: int = hyper(1000, "fitting steps per epoch, after each of which the held-out error is "
                                          "measured (MOPO's epoch is a pass over the data: 3,900 steps on 1M)",
                                    low=1, needs=ROLLOUTS, agents=TD3)
-    model_max_epochs: int = hyper(40, "cap on the fit's epochs, besides MOPO's stop after 5 epochs without a "
-                                      "1 %% gain", low=1, needs=ROLLOUTS, agents=TD3)
+    model_max_epochs: int = hyper(25, "cap on the fit's epochs, besides MOPO's stop after 5 epochs without a "
+                                      "1 %% gain (25 x 1,000 steps: about 15 minutes on one CPU core)", low=1,
+                                  needs=ROLLOUTS, agents=TD3)
 
 
 class DynamicsEnsemble(nn.Module):
