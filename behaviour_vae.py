@@ -100,3 +100,7 @@ def fit(buffer: ReplayBuffer, action_low: torch.Tensor, action_high: torch.Tenso
                           "holdout_loss": (recon + kl).mean().item(), "holdout_recon": recon.mean().item(),
                           "holdout_kl": kl.mean().item()}
             total, count = 0.0, 0
+
+
+# What decides a fit's weights: its code version (harness/fitted.py) is a hash of their source
+FIT_CODE = (StackedMLP, BehaviourVAE, fit)

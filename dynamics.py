@@ -10,7 +10,8 @@ loss so that they close in on the data). Each member trains on its own bootstrap
 part; a held-out part picks when to stop and which members (the elites) the rollouts step through.
 The K members are one StackedMLP: one batched matmul per layer, no loop over members.
 A fitted model is data, not part of an agent: it is fitted once per dataset and settings, saved
-and reloaded by harness/fitted.py, and shared by every run and seed on that data.
+and reloaded by harness/fitted.py, and shared by every run and seed on that data. Stepping it
+(one elite per row) and its uncertainty penalty are MOPO's, in mopo.py.
 """
 import inspect
 import math
@@ -77,23 +78,6 @@ class DynamicsEnsemble(nn.Module):
         logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
         logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
         return mean, logvar
-
-    @torch.no_grad()
-    def sample(self, obs: torch.Tensor, actions: torch.Tensor, elite_draw: torch.Tensor,
-               noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One model step of N rows: (next_obs, reward, uncertainty u), each row through one elite.
-
-        obs (N, obs_dim), actions (N, act_dim); elite_draw (N,) in [0, 1) picks the row's elite,
-        noise (N, obs_dim + 1) ~ N(0, 1) samples its Gaussian. u = max_k ||sigma_k||_2 over all K
-        members (MOPO's penalty), sigma over next_obs and reward alike.
-        """
-        mean, logvar = self(obs[None], actions[None])  # (K, N, obs_dim + 1)
-        std = (logvar / 2).exp()
-        uncertainty = std.norm(dim=-1).amax(dim=0)  # (N,)
-        member = self.elites[(elite_draw * len(self.elites)).long()]  # (N,)
-        rows = torch.arange(obs.shape[0], device=obs.device)
-        y = mean[member, rows] + std[member, rows] * noise  # (N, obs_dim + 1)
-        return obs + y[:, :self.obs_dim], y[:, self.obs_dim], uncertainty
 
 
 def targets(obs: torch.Tensor, next_obs: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
@@ -240,3 +224,8 @@ def mean_predictor_mse(buffer: ReplayBuffer) -> float:
     y = targets(obs, next_obs, rewards).double()
     return float(((y - y.mean(0)) ** 2).mean())
 
+
+
+# What decides a fit's weights: its code version (harness/fitted.py) is a hash of their source
+FIT_CODE = (StackedMLP, DynamicsEnsemble, targets, nll, optimizer, split_rows, holdout_size, holdout_errors, fit,
+            fit_epoch)

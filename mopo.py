@@ -7,6 +7,8 @@ uncertainty:
 
     r~(s, a) = r^(s, a) - lambda * u(s, a),   u = max_k ||sigma_k(s, a)||_2   (over all K members)
 
+(MOPO's 'aleatoric' u; --penalty_kind disagreement takes u = max_k ||mu_k(s, a) - mean_j mu_j(s, a)||.)
+
 A rollout stops where a real episode would: at a state the env's own termination rule calls
 terminal (stored with not_done = 0, never stepped past). Each batch then holds `real_ratio` of
 dataset transitions (its leading rows) and model transitions for the rest. MOPO's learner is
@@ -33,6 +35,9 @@ class MOPOConfig:
                                    "hopper value", low=0, agents=TD3)
     reward_penalty: float = hyper(1.0, "lambda in r~ = r - lambda * u(s, a), u = max_k ||sigma_k(s, a)||; MOPO: "
                                        "5 (hopper-medium), 1 (its medium-replay)", low=0, needs=ROLLOUTS, agents=TD3)
+    penalty_kind: str = hyper("aleatoric", "u(s, a): 'aleatoric' = max_k ||sigma_k||, MOPO's; 'disagreement' = "
+                                           "max_k ||mu_k - mean_j mu_j||, the ensemble's spread (ReadMe.md: why both)",
+                              choices=("aleatoric", "disagreement"), needs=ROLLOUTS, agents=TD3)
     real_ratio: float = hyper(0.05, "share of each batch drawn from the dataset, the rest from the model buffer; "
                                     "MOPO's value", above=0, below=1, needs=ROLLOUTS, agents=TD3)
     rollout_every: int = hyper(1000, "updates between rollout rounds; MOPO's value", low=1, needs=ROLLOUTS,
@@ -41,6 +46,30 @@ class MOPOConfig:
                                       "scaled to a CPU: benchmarks/speed.md)", low=1, needs=ROLLOUTS, agents=TD3)
     model_rounds_kept: int = hyper(5, "rounds of rollouts the model buffer keeps, oldest dropped first; MOPO's "
                                       "value", low=1, needs=ROLLOUTS, agents=TD3)
+
+
+def uncertainty(mean: torch.Tensor, std: torch.Tensor, kind: str) -> torch.Tensor:
+    """u(s, a) from all K members' Gaussians, (K, N, obs_dim + 1) each -> (N,): 'aleatoric', the largest norm of a
+    member's predicted std (MOPO's), or 'disagreement', the largest distance of a member's mean from their mean."""
+    if kind == "aleatoric":
+        return std.norm(dim=-1).amax(dim=0)
+    return (mean - mean.mean(dim=0)).norm(dim=-1).amax(dim=0)
+
+
+@torch.no_grad()
+def model_step(model: DynamicsEnsemble, obs: torch.Tensor, actions: torch.Tensor, elite_draw: torch.Tensor,
+               noise: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One model step of N rows: (next_obs, reward r^, uncertainty u), each (N, ...).
+
+    obs (N, obs_dim), actions (N, act_dim); elite_draw (N,) in [0, 1) picks the row's elite, and
+    noise (N, obs_dim + 1) ~ N(0, 1) samples that elite's Gaussian over (next_obs - obs, reward).
+    """
+    mean, logvar = model(obs[None], actions[None])  # (K, N, obs_dim + 1)
+    std = (logvar / 2).exp()
+    member = model.elites[(elite_draw * len(model.elites)).long()]  # (N,)
+    rows = torch.arange(obs.shape[0], device=obs.device)
+    y = mean[member, rows] + std[member, rows] * noise
+    return obs + y[:, :model.obs_dim], y[:, model.obs_dim], uncertainty(mean, std, kind)
 
 
 def real_rows(real_ratio: float, batch_size: int) -> int:
@@ -73,14 +102,15 @@ class ModelRollouts:
         obs = self.buffer.sample(cfg.rollout_starts, members.generators)[0]  # (M, S, obs_dim)
         m, s, obs_dim = obs.shape
         alive = torch.ones(m, s, dtype=torch.bool, device=obs.device)  # not yet terminal
-        steps, penalty, reward = torch.zeros(m, s), torch.zeros(m), torch.zeros(m)
+        steps = torch.zeros(m, s, device=obs.device)
+        penalty, reward = torch.zeros(m, device=obs.device), torch.zeros(m, device=obs.device)
         for _ in range(cfg.rollout_length):
             noise = (members.randn(s, actor.action_scale.shape[0]) * ROLLOUT_NOISE * actor.action_scale)
             actions = (actor(obs) + noise).clamp(actor.action_mid - actor.action_scale,
                                                  actor.action_mid + actor.action_scale)
             draws, eps = members.rand(s), members.randn(s, obs_dim + 1)  # elite choice and sample, per row
-            next_obs, r, u = (t.view(m, s, *t.shape[1:]) for t in model.sample(
-                obs.flatten(0, 1), actions.flatten(0, 1), draws.flatten(), eps.flatten(0, 1)))
+            next_obs, r, u = (t.view(m, s, *t.shape[1:]) for t in model_step(
+                model, obs.flatten(0, 1), actions.flatten(0, 1), draws.flatten(), eps.flatten(0, 1), cfg.penalty_kind))
             done = self.terminal(next_obs)
             rows = torch.cat([obs, actions, (r - cfg.reward_penalty * u)[..., None], next_obs,
                               (~done).float()[..., None]], dim=-1)  # the buffer's layout, the reward penalised

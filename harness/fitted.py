@@ -2,7 +2,7 @@
 
 A fitted model is data, not part of an agent. <model_dir>/<dataset>-<kind>-<key>.pt holds its
 weights and a record of what it was fitted on: the dataset's id, size and fingerprint, its settings,
-and the code version (a hash of the files that define and fit it). The key hashes that record, so
+and the code version (a hash of the source of the classes and functions that decide its weights). The key hashes that record, so
 other data, settings or code never look for this file; a file whose record differs from the one its
 name promises, or that cannot be read, is refused in one line. The fit's per-epoch losses go to
 <same name>.csv (plot.py draws it). A fit never replaces a file: if two processes fit the same model
@@ -12,6 +12,7 @@ import contextlib
 import csv
 import dataclasses
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -31,29 +32,26 @@ from harness.config import RunConfig
 from harness.files import only_new, write_atomically
 from utils import ReplayBuffer, reason
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT_SEED = 0  # every run shares the one fit, whatever its own seed
-CODE = {"dynamics": ("dynamics.py", "networks.py"), "behaviour": ("behaviour_vae.py", "networks.py")}
 
 
 class FittedModelError(Exception):
     """A saved model that cannot be used; the message is one line."""
 
 
-def code_version(kind: str) -> str:
-    """A hash of the source files that define and fit this kind of model: an edit there means a new fit."""
+def code_version(fit_code: tuple) -> str:
+    """A hash of the source of what decides a fit's weights (a module's FIT_CODE): an edit there means a new fit."""
     digest = hashlib.sha256()
-    for name in CODE[kind]:
-        with open(os.path.join(ROOT, name), "rb") as f:
-            digest.update(f.read())
+    for part in fit_code:
+        digest.update(inspect.getsource(part).encode())
     return digest.hexdigest()[:16]
 
 
-def record(kind: str, buffer: ReplayBuffer, dataset: str, settings: dict) -> dict:
+def record(kind: str, fit_code: tuple, buffer: ReplayBuffer, dataset: str, settings: dict) -> dict:
     """What a fitted model is fitted on, as its file records it (JSON values only)."""
     return json.loads(json.dumps({"kind": kind, "dataset": dataset, "transitions": len(buffer),
                                   "fingerprint": buffer.fingerprint, "settings": settings, "fit_seed": FIT_SEED,
-                                  "code_version": code_version(kind)}, sort_keys=True))
+                                  "code_version": code_version(fit_code)}, sort_keys=True))
 
 
 def model_path(model_dir: str, wanted: dict) -> str:
@@ -143,7 +141,7 @@ def dynamics_model(run: RunConfig, buffer: ReplayBuffer, model_dir: str, expect:
                    ) -> tuple[DynamicsEnsemble, str]:
     """The run's dynamics ensemble (dynamics.py), loaded or fitted; `expect`: the file a resumed run began with."""
     settings = dataclasses.asdict(run.dynamics)
-    wanted = record("dynamics", buffer, run.dataset, settings)
+    wanted = record("dynamics", dynamics.FIT_CODE, buffer, run.dataset, settings)
     check_expected(model_path(model_dir, wanted), expect)
 
     def summarise(rows: list[dict]) -> dict:
@@ -158,7 +156,7 @@ def dynamics_model(run: RunConfig, buffer: ReplayBuffer, model_dir: str, expect:
 def behaviour_model(run: RunConfig, buffer: ReplayBuffer, low: torch.Tensor, high: torch.Tensor, model_dir: str,
                     expect: str | None = None) -> tuple[BehaviourVAE, str]:
     """The run's behaviour VAE (behaviour_vae.py), loaded or fitted; `expect`: the file a resumed run began with."""
-    wanted = record("behaviour", buffer, run.dataset, dataclasses.asdict(run.vae))
+    wanted = record("behaviour", behaviour_vae.FIT_CODE, buffer, run.dataset, dataclasses.asdict(run.vae))
     check_expected(model_path(model_dir, wanted), expect)
 
     def summarise(rows: list[dict]) -> dict:
