@@ -55,7 +55,9 @@ def fit_dynamics(buffer: ReplayBuffer, cfg: DynamicsConfig = SMALL_DYNAMICS) -> 
                                                                                         list[dict]]:
     """A small ensemble fitted to the buffer, and its fit's rows."""
     rows = list(dynamics.fit(buffer, cfg, seed=0))
-    return rows[-1][0].eval().requires_grad_(False), [row for _, row in rows]
+    model = rows[-1][0]
+    model.zero_grad(set_to_none=True)  # as a model loaded from its file: no gradient left from the fit
+    return model.eval().requires_grad_(False), [row for _, row in rows]
 
 
 def fit_vae(buffer: ReplayBuffer) -> behaviour_vae.BehaviourVAE:
