@@ -63,4 +63,5 @@ def fit_dynamics(buffer: ReplayBuffer, cfg: DynamicsConfig = SMALL_DYNAMICS) -> 
 def fit_vae(buffer: ReplayBuffer) -> behaviour_vae.BehaviourVAE:
     """A small behaviour VAE fitted to the buffer, frozen."""
     *_, (model, _) = behaviour_vae.fit(buffer, -torch.ones(3), torch.ones(3), SMALL_VAE, seed=0)
+    model.zero_grad(set_to_none=True)  # as a model loaded from its file: no gradient left from the fit
     return model.eval().requires_grad_(False)
