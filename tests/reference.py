@@ -5,10 +5,31 @@ networks into separate leaf tensors, evaluate them one sample at a time, and wri
 step's equations (ReadMe.md) as explicit sums over the batch. Nothing here calls the agents'
 helpers (mse, step, cql_penalty, polyak, ...): only the networks' weights are read from them.
 """
+import numpy as np
 import pytest
 import torch
 
 LAYERNORM_EPS = 1e-5  # torch.nn.functional.layer_norm's default, which the critics use
+OBS_DIM, ACT_DIM, BATCH = 4, 2, 6
+LOW, HIGH = np.array([-1.0, 0.0], np.float32), np.array([2.0, 0.5], np.float32)  # uneven: scale and mid matter
+LOW_T, HIGH_T = torch.as_tensor(LOW), torch.as_tensor(HIGH)
+NOT_DONE = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])  # two terminal transitions in every batch
+
+
+def tiny_batch(seed: int, members: int) -> tuple[torch.Tensor, ...]:
+    """(M, B, ...) tensors: obs, actions inside the bounds, rewards, next_obs, not_done with terminal rows."""
+    g = torch.Generator().manual_seed(100 + seed)
+    actions = LOW_T + (HIGH_T - LOW_T) * torch.rand(members, BATCH, ACT_DIM, generator=g)
+    return (torch.randn(members, BATCH, OBS_DIM, generator=g), actions, torch.randn(members, BATCH, generator=g),
+            torch.randn(members, BATCH, OBS_DIM, generator=g), NOT_DONE.expand(members, BATCH).clone())
+
+
+def perturb(module: torch.nn.Module, seed: int, size: float = 0.3) -> None:
+    """Move a (target) network's weights away from the online copy it started as: a fixed random offset."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(size * torch.randn(p.shape, generator=g))
 
 
 class RefMLP:

@@ -10,36 +10,22 @@ must equal the reference's.
 import math
 from collections import Counter
 
-import numpy as np
 import pytest
 import torch
 
-from reference import (Actor, RefMLP, adam_step, assert_grads, assert_terms, assert_weights, logsumexp_t, mean,
-                       polyak, q_value)
+from reference import (ACT_DIM, HIGH, HIGH_T, LOW, LOW_T, OBS_DIM, Actor, RefMLP, adam_step, assert_grads,
+                       assert_terms, assert_weights, logsumexp_t, mean, perturb, polyak, q_value,
+                       tiny_batch)
 from td3_agent import TD3Agent, TD3Config
 
-OBS_DIM, ACT_DIM, BATCH = 4, 2, 6
-LOW, HIGH = np.array([-1.0, 0.0], np.float32), np.array([2.0, 0.5], np.float32)  # uneven: scale and mid matter
-LOW_T, HIGH_T = torch.as_tensor(LOW), torch.as_tensor(HIGH)
-NOT_DONE = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])  # two terminal transitions in every batch
 SMALL = dict(hidden=(7, 5), lr=1e-2, gamma=0.9, tau=0.3, policy_noise=0.6, noise_clip=0.5)
-
-
-def tiny_batch(seed: int, members: int) -> tuple[torch.Tensor, ...]:
-    """(M, B, ...) tensors: obs, actions inside the bounds, rewards, next_obs, not_done with terminal rows."""
-    g = torch.Generator().manual_seed(100 + seed)
-    actions = LOW_T + (HIGH_T - LOW_T) * torch.rand(members, BATCH, ACT_DIM, generator=g)
-    return (torch.randn(members, BATCH, OBS_DIM, generator=g), actions, torch.randn(members, BATCH, generator=g),
-            torch.randn(members, BATCH, OBS_DIM, generator=g), NOT_DONE.expand(members, BATCH).clone())
 
 
 def separate_targets(agent: TD3Agent) -> None:
     """Move the target networks away from the online ones, and saturate mu'(s') so that a' hits the bounds."""
-    g = torch.Generator().manual_seed(7)
+    perturb(agent.actor_target, seed=7)
+    perturb(agent.critic_target, seed=8)
     with torch.no_grad():
-        for net in (agent.actor_target.net, agent.critic_target.net):
-            for p in net.parameters():
-                p.add_(0.3 * torch.randn(p.shape, generator=g))
         agent.actor_target.net.weights[-1].mul_(4.0)
 
 
