@@ -24,6 +24,12 @@ def tiny_batch(seed: int, members: int) -> tuple[torch.Tensor, ...]:
             torch.randn(members, BATCH, OBS_DIM, generator=g), NOT_DONE.expand(members, BATCH).clone())
 
 
+def rows_by_hand(episode) -> list[list[float]]:
+    """An episode's buffer rows, written out: [obs_t | a_t | r_t | obs_t+1 | 1 - terminated_t] for each t."""
+    return [[*episode.observations[t], *episode.actions[t], episode.rewards[t], *episode.observations[t + 1],
+             0.0 if episode.terminations[t] else 1.0] for t in range(len(episode.actions))]
+
+
 def perturb(module: torch.nn.Module, seed: int, size: float = 0.3) -> None:
     """Move a (target) network's weights away from the online copy it started as: a fixed random offset."""
     g = torch.Generator().manual_seed(seed)

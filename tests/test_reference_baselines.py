@@ -16,7 +16,7 @@ from harness.config import LaunchConfig, RunConfig
 from harness.runs import build
 from iql_agent import IQLAgent, IQLConfig
 from reference import (ACT_DIM, HIGH, HIGH_T, LOW, LOW_T, OBS_DIM, Actor, RefMLP, adam_step, assert_grads,
-                       assert_terms, assert_weights, mean, perturb, polyak, q_value, tiny_batch)
+                       assert_terms, assert_weights, mean, perturb, polyak, q_value, rows_by_hand, tiny_batch)
 from td3_agent import TD3Config
 
 CPU = torch.device("cpu")
@@ -52,12 +52,6 @@ def test_bc_update_is_the_readme_equation(members):
     refs = [BCMember(agent, m, cfg, LOW_T, HIGH_T) for m in range(members)]
     for step in range(3):
         check_bc(agent, refs, tiny_batch(step, members))
-
-
-def rows_by_hand(episode) -> list[list[float]]:
-    """An episode's buffer rows, written out: [obs_t | a_t | r_t | obs_t+1 | 1 - terminated_t] for each t."""
-    return [[*episode.observations[t], *episode.actions[t], episode.rewards[t], *episode.observations[t + 1],
-             0.0 if episode.terminations[t] else 1.0] for t in range(len(episode.actions))]
 
 
 def test_filtered_bc_trains_on_the_top_episodes_alone_with_the_readme_equation(minari_root):
