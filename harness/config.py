@@ -92,7 +92,10 @@ def parse(argv: list[str] | None, where: str = "") -> tuple[RunConfig, LaunchCon
     values = vars(parser.parse_args(argv))
     given = vars(build_parser(given_only=True, where=where).parse_args(argv))
     run, launch = flags.build(RunConfig, values), flags.build(LaunchConfig, values)
-    problem = pointless_flag(run)
+    if "seed" in given and "seeds" in given:
+        parser.error("argument --seed: --seeds gives the runs' seeds; give --seed or --seeds, not both")
+    # beside --resume the run's flags are its config.json's: resumed_config judges what else is given
+    problem = None if launch.resume else pointless_flag(run)
     if problem:
         parser.error(problem)
     return run, launch, given
@@ -113,23 +116,28 @@ def pointless_flag(run: RunConfig) -> str | None:
             met = values[name] == condition if condition == "auto" else values[name] > 0
             if not met:
                 return f"argument --{f.name}: has no effect without --{name} {condition}; give --{name} too"
-    if run.agent == "td3" and run.log_every < run.td3.policy_delay:
-        return (f"argument --log_every: {run.log_every} is below --policy_delay {run.td3.policy_delay}: every "
-                f"train.csv row must hold an actor step; give at least {run.td3.policy_delay}")
     return None
 
 
-def command_line(values: dict) -> list[str]:
-    """runner.py's arguments that give these flag values (e.g. from config.json); unknown names become
-    flags too, for the parser to refuse."""
-    launch = {f.name for f in flags.leaf_fields(LaunchConfig)}
-    return (flags.to_argv(RunConfig, {k: v for k, v in values.items() if k not in launch})
-            + flags.to_argv(LaunchConfig, {k: v for k, v in values.items() if k in launch}))
-
-
-def from_flags(values: dict) -> tuple[RunConfig, LaunchConfig]:
-    """The configs of flag values (a sweep's dict, config.json's "flags"), checked as the command line's."""
-    return parse(command_line(values))[:2]
+def from_flags(values: dict, where: str = "") -> tuple[RunConfig, LaunchConfig]:
+    """The configs of flag values read from a file (config.json's "flags", a sweep's runs): each value checked
+    as its flag's (type, bounds, choices), as a value, never turned into command-line words; then as the
+    command line's. A bad one is one line, exit 2, `where` naming the file."""
+    parser = build_parser(where=where)
+    fields = {f.name: f for cls in (RunConfig, LaunchConfig) for f in flags.leaf_fields(cls)}
+    checked = {}
+    for name, value in values.items():
+        if name not in fields:
+            parser.error(f"unrecognized flag '{name}'; the flags are runner.py's (python runner.py --help)")
+        try:
+            checked[name] = flags.check_value(fields[name], value)
+        except argparse.ArgumentTypeError as err:
+            parser.error(f"argument --{name}: {err}")
+    run, launch = flags.build(RunConfig, checked), flags.build(LaunchConfig, checked)
+    problem = pointless_flag(run)
+    if problem:
+        parser.error(problem)
+    return run, launch
 
 
 def recorded_flags(run: RunConfig) -> dict:

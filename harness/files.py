@@ -10,6 +10,7 @@ import errno
 import fcntl
 import io
 import os
+import stat
 from typing import IO
 
 import torch
@@ -62,6 +63,52 @@ def write_atomically(path: str, data: bytes, intact: str = "") -> None:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise RunFolderError(f"{why(path, err)}{intact}") from None
+
+
+def write_text(path: str, text: str, intact: str = "") -> None:
+    """Write text (UTF-8) to path as write_atomically does: every file a program here writes goes through it."""
+    write_atomically(path, text.encode("utf-8"), intact)
+
+
+# A spreadsheet reads a cell starting with one of these as a formula (CSV injection): such text gets a leading "'"
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def is_numbers(text: str) -> bool:
+    """Whether text is one or more numbers separated by spaces ('-12.5 40.1'): a spreadsheet shows them as they are."""
+    try:
+        numbers = [float(word) for word in text.split()]
+    except ValueError:
+        return False
+    return bool(numbers)
+
+
+def safe_cell(value):
+    """A CSV cell that no spreadsheet runs: text starting like a formula gets a leading "'", other values stay."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not is_numbers(value):
+        return "'" + value
+    return value
+
+
+def csv_text(columns: list[str], rows: list[dict]) -> str:
+    """A CSV table of rows under columns (blank where a row has no value), text cells made safe (safe_cell)."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns, restval="", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({name: safe_cell(value) for name, value in row.items()} for row in rows)
+    return text.getvalue()
+
+
+def read_text(path: str) -> str:
+    """A regular file's text (UTF-8): a FIFO, device or folder at path is an OSError, never waited on or read.
+
+    The file is opened without blocking (a FIFO would wait for a writer) and checked before it is read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return f.read().decode("utf-8")
 
 
 def save_tensors(obj, path: str) -> None:

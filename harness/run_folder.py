@@ -96,7 +96,7 @@ def resumed_config(run_dir: str, meta: dict, given: dict) -> RunConfig:
         raise RunFolderError(f"--resume continues a run with the flags of its {CONFIG}; only a larger "
                              f"--total_steps, --threads, --device and --video_every may be given beside it, "
                              f"not {' '.join(others)}")
-    run_config, _, _ = config.parse(config.command_line(meta["flags"]), where=f"{os.path.join(run_dir, CONFIG)}: ")
+    run_config, _ = config.from_flags(meta["flags"], where=f"{os.path.join(run_dir, CONFIG)}: ")
     total_steps = given.get("total_steps", run_config.total_steps)
     if total_steps < run_config.total_steps:
         raise RunFolderError(f"--total_steps {total_steps} beside --resume must be larger than the run's "
@@ -219,8 +219,8 @@ def kept_rows(path: str, step: int, columns: list[str] | None) -> list[list[str]
 def truncate_logs(run_dir: str, step: int, columns: dict[str, list[str]]) -> None:
     """Drop the CSV rows logged after `step` (the checkpoint's), so a resumed run appends where it left off.
 
-    columns: each log's columns as this code writes them, where known before training (train.csv's are
-    what the update returns, checked when its first row is appended); a log with another header is refused.
+    columns: each log's columns as this code writes them (logs.progress_columns, logs.train_columns); a log
+    with another header is refused.
     """
     for name in LOGS:
         path = os.path.join(run_dir, name)

@@ -25,6 +25,7 @@ from iql_agent import IQLAgent, advantage_scale
 from td3_agent import TD3Agent
 from data_checks import DatasetError, check_dataset_id
 from harness.files import header_of
+from harness.logs import train_columns
 from utils import (ReplayBuffer, behaviour_return, discounted_returns, episode_returns,
                    get_buffer_and_environments_for_task, top_episodes)
 
@@ -252,7 +253,8 @@ def resume(launch: LaunchConfig, given: dict, held: contextlib.ExitStack,
         for name in ("last_return", "best_return", "best_step"):
             setattr(run, name, checkpoint[name])
         run.saved_step = group.step
-        run_folder.truncate_logs(run.dir, group.step, {"progress.csv": progress_columns(group)})
+        run_folder.truncate_logs(run.dir, group.step, {"progress.csv": progress_columns(group),
+                                                       "train.csv": train_columns(group.agent)})
         run_folder.record_length(run.dir, meta, run.cfg)
         print(f"resuming {run.dir} at step {group.step} of {run.cfg.total_steps}")
     return group

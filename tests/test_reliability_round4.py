@@ -1,0 +1,188 @@
+"""Issue 27 (reliability, round 4): each case that broke, as a specification of what holds now."""
+import contextlib
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import plot
+import runner
+import sweep
+from conftest import DATASET_ID
+from fake_runs import write_run
+from harness import config, run_folder, sweep_table
+from helpers import FAST, ROOT, only_run, read_csv
+from test_agent import batch, make_agent
+from test_baselines import make_bc, make_iql
+
+
+def one_line_error(capsys, main, argv: list[str], prog: str = "runner.py") -> str:
+    """The one line a program prints when it refuses (exit status 2)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert err.count("\n") == 1 and err.startswith(f"{prog}: error: ") and "Traceback" not in err, err
+    return err
+
+
+@contextlib.contextmanager
+def held_elsewhere(folder: str):
+    """The folder's lock (harness/files.hold) held by another live process; yields its pid."""
+    code = "import sys, time; from harness.files import hold; lock = hold(sys.argv[1]); print('held', flush=True); " \
+           "time.sleep(120)"
+    holder = subprocess.Popen([sys.executable, "-c", code, folder], cwd=ROOT, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# --- Data loss and security ---------------------------------------------------------------------------------------
+
+def test_plot_writes_no_output_through_a_link(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, "td3")
+    elsewhere = tmp_path / "precious.txt"
+    elsewhere.write_text("keep me")
+    (results / "summary.csv").symlink_to(elsewhere)
+    (results / "returns.png").symlink_to(tmp_path / "created.png")  # a dangling link: its target must not appear
+    assert plot.main([str(results)]) == 0
+    assert elsewhere.read_text() == "keep me" and not (tmp_path / "created.png").exists()
+    assert not (results / "summary.csv").is_symlink() and "group" in (results / "summary.csv").read_text()
+    assert not (results / "returns.png").is_symlink() and (results / "returns.png").stat().st_size > 0
+
+
+def test_sweep_table_is_written_through_no_link(tmp_path):
+    elsewhere = tmp_path / "precious.txt"
+    elsewhere.write_text("keep me")
+    (tmp_path / "sweep.csv").symlink_to(elsewhere)
+    sweep_table.write_table(str(tmp_path), sweep_table.summarise([], [1.0], 1))
+    assert elsewhere.read_text() == "keep me"
+    assert not (tmp_path / "sweep.csv").is_symlink() and (tmp_path / "sweep.csv").read_text().startswith("bc_weight")
+
+
+def test_a_label_that_starts_like_a_formula_is_text_in_summary_csv(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, "=HYPERLINK(\"http://x\")", returns=(-5.0, -3.0, -1.0))
+    assert plot.main([str(results)]) == 0
+    (row,) = read_csv(str(results / "summary.csv"))
+    assert row["group"] == row["config"] == "'=HYPERLINK(\"http://x\")"
+    assert row["final_returns_per_seed"] == "-1.0"  # a negative number stays a number
+
+
+def test_resuming_a_sweep_that_runs_is_refused_naming_its_process(tmp_path, capsys):
+    with contextlib.ExitStack() as held:
+        sweep_dir, _ = sweep.new_sweep(sweep.SweepConfig(bc_weight=(1.0,), results_dir=str(tmp_path)),
+                                       {"dataset": DATASET_ID}, held)
+    before = sorted(os.listdir(sweep_dir))
+    with held_elsewhere(sweep_dir) as pid:
+        err = one_line_error(capsys, sweep.main, ["--resume", sweep_dir], "sweep.py")
+    assert f"{sweep_dir} is in use by process {pid}" in err
+    assert sorted(os.listdir(sweep_dir)) == before
+
+
+def test_a_retried_group_never_removes_a_run_folder_another_process_holds(tmp_path, capsys):
+    run = {"dataset": DATASET_ID, "total_steps": 20, "results_dir": str(tmp_path)}
+    cfg = config.from_flags(run)[0]
+    run_dir, lock = run_folder.create(str(tmp_path), cfg, {"flags": config.recorded_flags(cfg)})
+    lock.close()  # a run that has not written its first checkpoint yet, in another process:
+    with held_elsewhere(run_dir) as pid:
+        err = one_line_error(capsys, runner.run_group, [run])
+        assert f"{run_dir} is in use by process {pid}" in err
+        assert os.path.isfile(os.path.join(run_dir, "config.json"))
+
+
+def test_a_refused_sweep_leaves_no_folder(tmp_path, capsys):
+    err = one_line_error(capsys, sweep.main, ["--bc_weight", "1", "--agent", "bc", "--results_dir", str(tmp_path)])
+    assert "argument --bc_weight: has no effect with --agent bc" in err
+    assert os.listdir(tmp_path) == []
+
+
+# --- Silent wrong results: flags --------------------------------------------------------------------------------
+
+def test_seed_beside_seeds_is_refused(capsys):
+    err = one_line_error(capsys, runner.main, ["--seed", "5", "--seeds", "0", "1"])
+    assert "--seed or --seeds, not both" in err
+
+
+def test_a_sweep_refuses_seed_for_seeds(tmp_path, capsys):
+    err = one_line_error(capsys, sweep.main, ["--bc_weight", "1", "--seed", "7", "--results_dir", str(tmp_path)],
+                         "sweep.py")
+    assert "--seed: a sweep's runs take their seeds from --seeds" in err and os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("hidden", [[16, 16, "--help"], [16, 16, "--agent", "bc"], "16 16", [16, True]])
+def test_config_json_values_are_values_never_command_line_words(tiny_dataset, tmp_path, capsys, hidden):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"flags": {"dataset": DATASET_ID, "hidden": hidden}}))
+    (run_dir / "checkpoint.pt").write_bytes(b"never reached")
+    err = one_line_error(capsys, runner.main, ["--resume", str(run_dir)])
+    assert f"{run_dir}/config.json: argument --hidden: expected " in err
+
+
+def test_a_sweep_record_s_values_are_values_too(tmp_path, capsys):
+    with contextlib.ExitStack() as held:
+        sweep_dir, record = sweep.new_sweep(sweep.SweepConfig(bc_weight=(1.0,), results_dir=str(tmp_path)),
+                                            {"dataset": DATASET_ID}, held)
+    record["groups"][0][0]["hidden"] = [16, "--agent", "bc"]
+    Path(sweep_dir, "sweep.json").write_text(json.dumps(record))
+    assert "sweep.json: argument --hidden: expected an integer, got '--agent'" in one_line_error(
+        capsys, sweep.main, ["--resume", sweep_dir])
+
+
+@pytest.mark.parametrize("beside, named", [(["--bc_top_percent", "40"], "--bc_top_percent"),
+                                           (["--cql_n_actions", "3"], "--cql_n_actions")])
+def test_a_flag_beside_resume_is_refused_as_beside_resume(tmp_path, capsys, beside, named):
+    (tmp_path / "config.json").write_text(json.dumps({"flags": {"agent": "bc", "dataset": DATASET_ID}}))
+    err = one_line_error(capsys, runner.main, ["--resume", str(tmp_path), *beside])
+    assert "has no effect" not in err
+    assert "--resume continues a run with the flags of its config.json" in err and f"not {named}" in err
+
+
+# --- Runs that can never finish: train.csv's columns ------------------------------------------------------------
+
+AGENTS = {"td3": lambda: make_agent(), "td3_delay_3": lambda: make_agent(policy_delay=3),
+          "cql": lambda: make_agent(cql_alpha=1.0), "cql_uniform_only": lambda: make_agent(cql_alpha=1.0,
+                                                                                           cql_uniform_only=True),
+          "cql_lagrange": lambda: make_agent(cql_alpha=1.0, cql_target_gap=1.0),
+          "td3_bc_auto": lambda: make_agent(bc_weight="auto"), "bc": make_bc, "iql": make_iql}
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_an_agents_declared_metrics_are_what_its_updates_return(name):
+    agent, returned = AGENTS[name](), []
+    for _ in range(6):
+        returned += agent.update(*batch())
+    assert list(dict.fromkeys(returned)) == list(agent.metric_names())
+
+
+@pytest.mark.parametrize("flags", [
+    ["--total_steps", "7", "--log_every", "5", "--policy_delay", "4"],
+    ["--total_steps", "5", "--log_every", "2", "--cql_alpha", "1"],
+    ["--total_steps", "3", "--log_every", "1"],
+])
+def test_every_train_csv_row_has_the_header_s_columns_whatever_updates_fell_inside_it(tiny_dataset, tmp_path, flags):
+    assert runner.main([*FAST, *flags, "--eval_every", "100", "--results_dir", str(tmp_path / "r")]) == 0
+    with open(os.path.join(only_run(tmp_path / "r"), "train.csv"), newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert all(len(row) == len(header) for row in rows)
+    assert "actor_loss" in header and rows[-1][header.index("actor_loss")] == ""  # no actor step in the last row
+    assert rows[-1][header.index("q1")] != ""
+
+
+def test_a_run_of_one_step_resumes_to_more(tiny_dataset, tmp_path):
+    assert runner.main([*FAST, "--total_steps", "1", "--results_dir", str(tmp_path / "r")]) == 0
+    run_dir = only_run(tmp_path / "r")
+    assert runner.main(["--resume", run_dir, "--total_steps", "10"]) == 0
+    rows = read_csv(os.path.join(run_dir, "train.csv"))
+    assert [row["step"] for row in rows] == ["1", "10"]
+    assert rows[0]["actor_loss"] == "" and rows[1]["actor_loss"] != ""
