@@ -67,7 +67,7 @@ def write_atomically(path: str, data: bytes, intact: str = "") -> None:
 
 def write_text(path: str, text: str, intact: str = "") -> None:
     """Write text (UTF-8) to path as write_atomically does: every file a program here writes goes through it."""
-    write_atomically(path, text.encode("utf-8"), intact)
+    write_atomically(path, text.encode("utf-8", "surrogateescape"), intact)  # a folder name's undecodable bytes
 
 
 # A spreadsheet reads a cell starting with one of these as a formula (CSV injection): such text gets a leading "'"
@@ -99,12 +99,13 @@ def csv_text(columns: list[str], rows: list[dict]) -> str:
     return text.getvalue()
 
 
-def read_text(path: str) -> str:
-    """A regular file's text (UTF-8): a FIFO, device or folder at path is an OSError, never waited on or read.
+def read_text(path: str, follow: bool = True) -> str:
+    """A regular file's text (UTF-8): a FIFO, device or folder at path is an OSError, never waited on or read;
+    with follow=False so is a link (ELOOP).
 
     The file is opened without blocking (a FIFO would wait for a writer) and checked before it is read.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW))
     with open(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file", path)
@@ -120,10 +121,9 @@ def save_tensors(obj, path: str) -> None:
 
 def header_of(path: str) -> list[str] | None:
     """The CSV file's header row, or None if the file does not exist or is empty."""
-    if not os.path.exists(path) or os.path.getsize(path) == 0:
+    if not os.path.lexists(path):
         return None
-    with open(path, newline="", encoding="utf-8", opener=no_follow) as f:
-        return next(csv.reader(f), None)
+    return next(csv.reader(io.StringIO(read_text(path, follow=False), newline="")), None)
 
 
 def check_header(path: str, header: list[str] | None, columns: list[str]) -> None:

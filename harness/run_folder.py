@@ -23,7 +23,7 @@ import torch
 from harness import config
 from harness.config import RunConfig
 from harness.files import (LINK_HINT, RunFolderError, append_row, check_header, hold, links_in,  # noqa: F401
-                           make_folder, no_follow, save_tensors, write_atomically)
+                           make_folder, read_text, save_tensors, write_atomically)
 from utils import reason
 
 CONFIG, CHECKPOINT, ACTOR = "config.json", "checkpoint.pt", "actor.pt"
@@ -76,8 +76,7 @@ def read_config(run_dir: str) -> dict:
     if not os.path.isfile(path):
         raise RunFolderError(f"--resume '{run_dir}' has no {CONFIG}; give a run folder written by runner.py")
     try:
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
+        meta = json.loads(read_text(path, follow=False))
     except (OSError, ValueError) as err:  # ValueError: not JSON, or not UTF-8
         raise RunFolderError(f"--resume: {path} cannot be read ({reason(err)})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("flags"), dict):
@@ -204,8 +203,7 @@ def restore(run_dirs: list[str], states: list[dict], agent) -> None:
 
 def kept_rows(path: str, step: int, columns: list[str] | None) -> list[list[str]] | None:
     """A log's header and its rows up to `step` (a row cut short by a failed write dropped); None if empty."""
-    with open(path, newline="", encoding="utf-8", opener=no_follow) as f:
-        rows = list(csv.reader(f))
+    rows = list(csv.reader(io.StringIO(read_text(path, follow=False), newline="")))
     if not rows:
         return None
     header, *body = rows

@@ -26,7 +26,7 @@ from td3_agent import TD3Agent
 from data_checks import DatasetError, check_dataset_id
 from harness.files import header_of
 from harness.logs import train_columns
-from utils import (ReplayBuffer, behaviour_return, discounted_returns, episode_returns,
+from utils import (ReplayBuffer, reason, behaviour_return, discounted_returns, episode_returns,
                    get_buffer_and_environments_for_task, top_episodes)
 
 Agent = TD3Agent | BCAgent | IQLAgent
@@ -194,7 +194,12 @@ def reopen(run_dir: str, given: dict, held: contextlib.ExitStack, names: tuple[s
 
 def train_metrics(run_dir: str) -> tuple[str, ...]:
     """The metrics of the run's train.csv header (the names its checkpoint's metric sums may hold)."""
-    header = header_of(os.path.join(run_dir, "train.csv")) or ["step"]
+    path = os.path.join(run_dir, "train.csv")
+    try:
+        header = header_of(path) or ["step"]
+    except (OSError, ValueError) as err:  # a FIFO or folder there, or not UTF-8
+        raise run_folder.RunFolderError(f"--resume: {path} cannot be read ({reason(err)}); repair or delete it, "
+                                        f"then resume again") from None
     return tuple(header[1:])
 
 

@@ -186,3 +186,55 @@ def test_a_run_of_one_step_resumes_to_more(tiny_dataset, tmp_path):
     rows = read_csv(os.path.join(run_dir, "train.csv"))
     assert [row["step"] for row in rows] == ["1", "10"]
     assert rows[0]["actor_loss"] == "" and rows[1]["actor_loss"] != ""
+
+
+# --- Hangs and tracebacks: what is read from run folders --------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["progress.csv", "config.json"])
+def test_a_fifo_in_a_run_folder_is_skipped_by_plot_not_waited_on(tmp_path, name):
+    results = tmp_path / "results"
+    write_run(results, "td3")
+    jammed = write_run(results, "td3_lr=0.001", lr=1e-3)
+    (jammed / name).unlink()
+    os.mkfifo(jammed / name)
+    done = subprocess.run([sys.executable, "plot.py", str(results)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=os.environ | {"MPLBACKEND": "Agg"})
+    assert done.returncode == 0, done.stderr
+    assert f"skipping {jammed}: " in done.stderr and "not a regular file" in done.stderr
+
+
+def test_a_fifo_train_csv_is_one_line_on_resume_not_a_hang(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"flags": {"dataset": DATASET_ID}}))
+    os.mkfifo(run_dir / "train.csv")
+    done = subprocess.run([sys.executable, "runner.py", "--resume", str(run_dir)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"{run_dir}/train.csv cannot be read" in done.stderr and "not a regular file" in done.stderr
+
+
+@pytest.mark.parametrize("label", [5, ["td3"], "td3\ud800"])
+def test_a_config_json_label_that_is_not_a_text_skips_that_run_in_one_line(tmp_path, capsys, label):
+    results = tmp_path / "results"
+    write_run(results, "td3")
+    odd = write_run(results, "td3_lr=0.001", lr=1e-3)
+    meta = json.loads((odd / "config.json").read_text())
+    (odd / "config.json").write_text(json.dumps(meta | {"config": label}))
+    assert plot.main([str(results)]) == 0
+    err = capsys.readouterr().err
+    assert f"plot.py: warning: skipping {odd}: config.json " in err and "Traceback" not in err
+    (row,) = read_csv(str(results / "summary.csv"))
+    assert row["group"] == "td3"
+
+
+def test_a_seed_whose_last_progress_row_is_cut_short_counts_as_stopped_early(tmp_path, capsys):
+    results = tmp_path / "results"
+    write_run(results, "td3", seed=0)
+    cut = write_run(results, "td3", seed=1)
+    text = (cut / "progress.csv").read_text()
+    (cut / "progress.csv").write_text(text[:text.rindex(",")])  # the last row lost its last cell
+    assert plot.main([str(results)]) == 0
+    (row,) = read_csv(str(results / "summary.csv"))
+    assert (row["seeds"], row["seeds_reached_final"], row["seeds_stopped_early"]) == ("2", "1", "1")
+    assert "its last row is cut short" in capsys.readouterr().err
