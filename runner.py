@@ -88,7 +88,8 @@ def save_checkpoints(group: Group) -> None:
     for m, run in group.running():
         progress = {"step": group.step, "elapsed": group.elapsed} | {
             name: getattr(run, name) for name in ("last_return", "best_return", "best_step")} | {
-            "metric_sums": {name: sums[m] for name, sums in group.sums.items()}, "metric_counts": dict(group.counts)}
+            "metric_sums": {name: sums[m] for name, sums in group.sums.items()}, "metric_counts": dict(group.counts),
+            "written_by": run_folder.written_by(group.cfg.agent, group.agent)}
         run_folder.save_checkpoint(run.dir, progress, states[m])
         run.saved_step = group.step
 

@@ -189,7 +189,7 @@ def reopen(run_dir: str, given: dict, held: contextlib.ExitStack, names: tuple[s
         check_dataset_id(cfg.dataset)
     except DatasetError as err:
         raise fail(f"{os.path.join(run_dir, run_folder.CONFIG)}: --dataset: {err}") from None
-    return cfg, meta, run_folder.read_checkpoint(run_dir, names)
+    return cfg, meta, run_folder.read_checkpoint(run_dir, names, cfg.agent)
 
 
 def train_metrics(run_dir: str) -> tuple[str, ...]:
@@ -250,7 +250,10 @@ def resume(launch: LaunchConfig, given: dict, held: contextlib.ExitStack,
     for run_dir, meta in zip(dirs, metas):
         run_folder.check_dataset(run_dir, meta, group.data_kept["dataset_transitions"],
                                  group.data_kept["dataset_fingerprint"])
+        run_folder.check_kept(run_dir, meta, group.data_kept)
     run_folder.restore(dirs, checkpoints, group.agent)
+    for run_dir, checkpoint in zip(dirs, checkpoints):
+        run_folder.check_code(run_dir, checkpoint, run_folder.written_by(group.cfg.agent, group.agent))
     restore_sums(group, checkpoints)
     group.step, group.elapsed = checkpoints[0]["step"], checkpoints[0]["elapsed"]
     for run, run_dir, meta, checkpoint in zip(group.runs, dirs, metas, checkpoints):

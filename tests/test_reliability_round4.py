@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import plot
 import runner
@@ -238,3 +239,38 @@ def test_a_seed_whose_last_progress_row_is_cut_short_counts_as_stopped_early(tmp
     (row,) = read_csv(str(results / "summary.csv"))
     assert (row["seeds"], row["seeds_reached_final"], row["seeds_stopped_early"]) == ("2", "1", "1")
     assert "its last row is cut short" in capsys.readouterr().err
+
+
+# --- Silent wrong results: checkpoints and config.json edited ----------------------------------------------------
+
+def two_step_run(results: Path, *flags: str) -> str:
+    """A finished run of 2 steps, checkpointed at step 2; its folder."""
+    assert runner.main([*FAST, "--total_steps", "2", "--eval_every", "2", "--results_dir", str(results), *flags]) == 0
+    return only_run(results)
+
+
+def test_a_checkpoint_written_by_another_agent_is_refused(tiny_dataset, tmp_path, capsys):
+    bc_run, iql_run = two_step_run(tmp_path / "bc", "--agent", "bc"), two_step_run(tmp_path / "iql", "--agent", "iql")
+    Path(bc_run, "checkpoint.pt").write_bytes(Path(iql_run, "checkpoint.pt").read_bytes())
+    err = one_line_error(capsys, runner.main, ["--resume", bc_run, "--total_steps", "4"])
+    assert "it was written by --agent iql, this run is --agent bc" in err
+
+
+def test_a_checkpoint_whose_update_count_was_edited_is_refused(tiny_dataset, tmp_path, capsys):
+    run_dir = two_step_run(tmp_path / "r")
+    path = os.path.join(run_dir, "checkpoint.pt")
+    state = torch.load(path, weights_only=True)
+    state["agent"]["updates"] += 1  # the actor would step on odd updates from here on
+    torch.save(state, path)
+    err = one_line_error(capsys, runner.main, ["--resume", run_dir, "--total_steps", "4"])
+    assert "its update count 3 is not its step 2" in err
+
+
+def test_an_edited_bc_top_percent_in_config_json_is_refused_on_resume(tiny_dataset, tmp_path, capsys):
+    run_dir = two_step_run(tmp_path / "r", "--agent", "bc", "--bc_top_percent", "50")
+    meta = json.loads(Path(run_dir, "config.json").read_text())
+    assert meta["bc_top_percent_episodes"] == 8
+    meta["flags"]["bc_top_percent"] = 25.0
+    Path(run_dir, "config.json").write_text(json.dumps(meta))
+    err = one_line_error(capsys, runner.main, ["--resume", run_dir, "--total_steps", "4"])
+    assert "records bc_top_percent_episodes 8, its flags now give 4" in err
