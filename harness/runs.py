@@ -7,6 +7,7 @@ checkpoints. Bad input stops here with one line (exit 2), before anything is tra
 """
 import contextlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -104,9 +105,23 @@ def make_agent(cfgs: list[RunConfig], buffer: ReplayBuffer, env: gym.Env, device
     if cfgs[0].agent == "bc":
         return BCAgent(*shape, td3, seeds, device)
     if cfgs[0].agent == "iql":
-        scale = advantage_scale(episode_returns(buffer))
+        returns = episode_returns(buffer)
+        scale = advantage_scale(returns)
+        if returns.max() - returns.min() <= 1e-6:  # the paper's 1000 / (max - min) has nothing to divide by
+            warn(f"its {len(returns)} episodes all return {returns[0]:.6g}: IQL's advantage scale 1000 / (max - min "
+                 f"episode return) is undefined; the advantages are left unscaled (scale 1)")
+            scale = 1.0
         return IQLAgent(*shape, td3, [c.iql for c in cfgs], seeds, device, advantage_scale=scale)
     return TD3Agent(*shape, td3, seeds, device)
+
+
+def least_percent(episodes: int) -> float:
+    """The smallest --bc_top_percent of 3 significant digits that keeps one of `episodes` (as top_episodes counts)."""
+    digits = 2 - math.floor(math.log10(100 / episodes))
+    percent = math.ceil(100 / episodes * 10 ** digits) / 10 ** digits
+    while int(percent / 100 * episodes) < 1:  # 100 / 3 = 33.4 at 3 digits; float rounding may need one more step
+        percent = round(percent + 10 ** -digits, digits)
+    return percent
 
 
 def training_buffer(buffer: ReplayBuffer, cfg: RunConfig) -> tuple[ReplayBuffer, dict]:
@@ -119,7 +134,7 @@ def training_buffer(buffer: ReplayBuffer, cfg: RunConfig) -> tuple[ReplayBuffer,
     kept = top_episodes(buffer, cfg.bc_top_percent)
     if len(kept) == 0:
         raise fail(f"--bc_top_percent {cfg.bc_top_percent:g} keeps none of the dataset's {len(buffer.episode_ends)} "
-                   f"episodes; give at least {100 / len(buffer.episode_ends):.3g}")
+                   f"episodes; give at least {least_percent(len(buffer.episode_ends)):g}")
     return kept, whole | {"bc_top_percent_episodes": len(kept.episode_ends), "bc_top_percent_transitions": len(kept)}
 
 

@@ -7,18 +7,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import torch
 
 import plot
 import runner
 import sweep
-from conftest import DATASET_ID
+from conftest import DATASET_ID, rollout_episodes, write_dataset
 from fake_runs import write_run
 from harness import config, run_folder, sweep_table
 from helpers import FAST, ROOT, only_run, read_csv
 from test_agent import batch, make_agent
-from test_baselines import make_bc, make_iql
+from test_baselines import episodes_with_returns, make_bc, make_iql
+from test_datasets import edit_metadata, stored_spec
+from utils import ReplayBuffer, episode_returns
 
 
 def one_line_error(capsys, main, argv: list[str], prog: str = "runner.py") -> str:
@@ -274,3 +278,60 @@ def test_an_edited_bc_top_percent_in_config_json_is_refused_on_resume(tiny_datas
     Path(run_dir, "config.json").write_text(json.dumps(meta))
     err = one_line_error(capsys, runner.main, ["--resume", run_dir, "--total_steps", "4"])
     assert "records bc_top_percent_episodes 8, its flags now give 4" in err
+
+
+# --- Silent wrong results and tracebacks: datasets ---------------------------------------------------------------
+
+def empty_episode(dataset, k: int) -> None:
+    """Make episode k of a written dataset one of no step: its first observation and nothing else."""
+    with h5py.File(os.path.join(dataset.spec.data_path, "main_data.hdf5"), "r+") as f:
+        episode = f[f"episode_{k}"]
+        removed = len(episode["actions"])
+        for name in ("actions", "rewards", "terminations", "truncations", "observations"):
+            kept = episode[name][:1 if name == "observations" else 0]
+            del episode[name]
+            episode.create_dataset(name, data=kept)
+        episode.attrs["total_steps"] = 0
+    edit_metadata(dataset, total_steps=dataset.total_steps - removed)
+
+
+@pytest.mark.parametrize("where", [1, 2])
+def test_a_dataset_with_an_episode_of_no_steps_is_refused_in_one_line(minari_root, tmp_path, capsys, where):
+    empty_episode(write_dataset(minari_root, episodes=rollout_episodes((20, 20, 20))), where)
+    err = one_line_error(capsys, runner.main, [*FAST, "--total_steps", "2", "--results_dir", str(tmp_path / "r")])
+    assert f"episode {where} has no steps" in err and not (tmp_path / "r").exists()
+
+
+def test_an_episode_of_no_steps_returns_zero_not_the_next_episode_s_reward():
+    rewards = torch.tensor([1.0, 2.0, 3.0, 10.0, 20.0])
+    data = torch.zeros(5, 2 * 11 + 3 + 2)
+    data[:, 11 + 3] = rewards
+    buffer = ReplayBuffer(data, 11, 3, np.array([3, 3, 5, 5]))
+    np.testing.assert_array_equal(episode_returns(buffer), [6.0, 0.0, 30.0, 0.0])
+
+
+@pytest.mark.parametrize("changes, said", [
+    ({"kwargs": {"terminate_when_unhealthy": False}, "max_episode_steps": 10 ** 9}, "with the arguments"),
+    ({"max_episode_steps": 10 ** 9}, "with the max_episode_steps 1000000000 (registered: 1000)"),
+    ({"kwargs": {"render_mode": "human"}}, "with the arguments {\"render_mode\": \"human\"}"),
+])
+def test_a_dataset_may_not_change_its_evaluation_task(tiny_dataset, tmp_path, capsys, changes, said):
+    stored_spec(tiny_dataset, **changes)
+    err = one_line_error(capsys, runner.main, [*FAST, "--total_steps", "2", "--results_dir", str(tmp_path / "r")])
+    assert said in err and "refused: that changes the task" in err
+
+
+def test_iql_on_episodes_of_equal_returns_warns_and_leaves_advantages_unscaled(minari_root, tmp_path, capsys):
+    write_dataset(minari_root, episodes=episodes_with_returns([10.0] * 4))
+    assert runner.main([*FAST, "--agent", "iql", "--total_steps", "2", "--results_dir", str(tmp_path / "r")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == ["runner.py: warning: --dataset: its 4 episodes all return 10: IQL's advantage scale 1000 / "
+                        "(max - min episode return) is undefined; the advantages are left unscaled (scale 1)"]
+
+
+def test_bc_top_percent_asks_for_a_value_it_then_takes(minari_root, tmp_path, capsys):
+    write_dataset(minari_root, episodes=episodes_with_returns([5.0, 50.0, 1.0]))
+    argv = [*FAST, "--agent", "bc", "--total_steps", "2", "--batch_size", "4", "--results_dir", str(tmp_path / "r")]
+    err = one_line_error(capsys, runner.main, [*argv, "--bc_top_percent", "10"])
+    assert err.endswith("keeps none of the dataset's 3 episodes; give at least 33.4\n")
+    assert runner.main([*argv, "--bc_top_percent", "33.4"]) == 0
