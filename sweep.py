@@ -42,7 +42,7 @@ class SweepConfig:
     """The sweep's own flags; every other runner.py flag is passed to each run unchanged."""
     bc_weight: tuple[float | str, ...] | None = flag(None, "alpha_reg values to try, each once, e.g. 0.1 1 10 100",
                                                      low=0, also=("auto",), aliases=("alpha_reg",), unset="none: required unless --resume")
-    seeds: tuple[int, ...] = flag((0,), "seeds per value, each once", low=0)
+    seeds: tuple[int, ...] = flag((0,), "seeds per value, each once", low=0, high=config.SEED_MAX)
     total_steps: int = flag(30_000, "gradient updates per run; smaller than a full run to keep the sweep short",
                             low=1)
     eval_every: int = flag(5_000, "steps between evaluations", low=1)

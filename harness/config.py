@@ -36,6 +36,13 @@ RAY_HELP = ("train on Ray (pip install -r requirements-ray.txt): 'local' starts 
             "checkpoints if its worker dies. --results_dir must be on storage every node sees")
 
 
+# Seeds seed torch's generators and NumPy's; the largest a torch.Generator takes is 2^64 - 1, and evaluation
+# adds utils.EVAL_SEED_OFFSET and the episode's index: 2^32 - 1 leaves room and is every library's 32-bit seed.
+SEED_MAX = 2 ** 32 - 1
+# Evaluation episodes run side by side, one environment each (about 1.1 MB of memory per episode and member)
+EVAL_EPISODES_MAX = 100
+
+
 @dataclass
 class RunConfig:
     """What a run is: its learner, data, length, seed and measurements (recorded in its config.json)."""
@@ -48,9 +55,10 @@ class RunConfig:
     td3: TD3Config = field(default_factory=TD3Config)  # its fields are flags too, in this place
     iql: IQLConfig = field(default_factory=IQLConfig)
     seed: int = flag(0, "seed of the run's random generator (initial weights, batches, noise) and of its "
-                        "evaluation episodes", low=0)
+                        "evaluation episodes", low=0, high=SEED_MAX)
     eval_every: int = flag(10_000, "steps between evaluations", low=1)
-    eval_episodes: int = flag(10, "episodes per evaluation", low=1)
+    eval_episodes: int = flag(10, "episodes per evaluation, run side by side (about 1.1 MB of memory each)", low=1,
+                              high=EVAL_EPISODES_MAX)
     log_every: int = flag(1000, "updates per train.csv row, each metric averaged over them", low=1)
     max_abs_q: float | None = flag(None, "stop the run when |mean dataset Q1| exceeds this", above=0,
                                    agents=("td3", "iql"))
@@ -60,7 +68,8 @@ class RunConfig:
 class LaunchConfig:
     """How this command launches its runs: where, on what, side by side or on Ray (not recorded)."""
     seeds: tuple[int, ...] | None = flag(None, "train one run per seed side by side in this process (members, "
-                                               "networks.py), e.g. --seeds 0 1 2", low=0, unset="off, --seed alone")
+                                               "networks.py), e.g. --seeds 0 1 2", low=0, high=SEED_MAX,
+                                         unset="off, --seed alone")
     results_dir: str = flag("results", "folder that receives one sub-folder per run", metavar="DIR")
     device: str = flag("auto", "'auto' (cuda when present), 'cpu', 'cuda' or 'cuda:N'")
     threads: int = flag(0, "torch CPU threads; 0 = torch's default, one per core", low=0)

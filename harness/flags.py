@@ -85,7 +85,8 @@ def value_kind(f: dataclasses.Field) -> type:
 
 def bounds_text(info: dict) -> str:
     """The field's bounds as an error message says them: '>= 0', '> 0 and <= 1'."""
-    return " and ".join(f"{symbol} {info[key]:g}" for key, symbol in
+    return " and ".join(f"{symbol} {info[key]:g}" if isinstance(info[key], float) else f"{symbol} {info[key]}"
+                        for key, symbol in
                         (("low", ">="), ("above", ">"), ("high", "<="), ("below", "<")) if info[key] is not None)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import networks
 import plot
 import runner
 import sweep
@@ -335,3 +336,27 @@ def test_bc_top_percent_asks_for_a_value_it_then_takes(minari_root, tmp_path, ca
     err = one_line_error(capsys, runner.main, [*argv, "--bc_top_percent", "10"])
     assert err.endswith("keeps none of the dataset's 3 episodes; give at least 33.4\n")
     assert runner.main([*argv, "--bc_top_percent", "33.4"]) == 0
+
+
+# --- Tracebacks and unbounded memory: values checked where they enter ----------------------------------------------
+
+@pytest.mark.parametrize("argv, said", [
+    (["--seed", "99999999999999999999"], "argument --seed: must be an integer >= 0 and <= 4294967295"),
+    (["--seeds", "0", "99999999999999999999"], "argument --seeds: must be an integer >= 0 and <= 4294967295"),
+    (["--eval_episodes", "2000"], "argument --eval_episodes: must be an integer >= 1 and <= 100"),
+])
+def test_a_seed_or_episode_count_out_of_range_is_one_line(capsys, argv, said):
+    assert said in one_line_error(capsys, runner.main, argv)
+
+
+def test_the_largest_seed_trains(tiny_dataset, tmp_path):
+    assert runner.main([*FAST, "--total_steps", "2", "--seed", str(config.SEED_MAX),
+                        "--results_dir", str(tmp_path / "r")]) == 0
+
+
+def test_the_readme_s_actor_takes_one_observation():
+    actor = networks.Actor(11, 3, -torch.ones(3), torch.ones(3), hidden=(128, 128))
+    obs = np.zeros(11)
+    action = actor(torch.as_tensor(obs, dtype=torch.float32))
+    assert action.shape == (3,)
+    torch.testing.assert_close(action, actor(torch.as_tensor(obs[None], dtype=torch.float32))[0])
