@@ -39,3 +39,7 @@ class BCAgent:
     def diagnostics(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, list[float]]:
         """Per member: the BC distance on a fixed sample (there is no Q to report)."""
         return {"bc_distance": ((self.actor(obs) - actions) ** 2).sum(-1).mean(-1).tolist()}
+
+    def metric_names(self) -> tuple[str, ...]:
+        """Every name update() returns: train.csv's columns."""
+        return ("bc_loss",)

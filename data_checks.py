@@ -48,6 +48,9 @@ def check_episode(episode, k: int, obs_dim: int, act_dim: int, dataset_id: str) 
     """Episode k's arrays must agree: T+1 observations, T actions, rewards and terminations, of the spaces' widths;
     terminations 0 or 1."""
     steps = len(episode.actions)
+    if steps == 0:  # no transition to train on, and a return of 0 that would weigh in the behaviour return
+        raise DatasetError(f"dataset '{dataset_id}', episode {k} has no steps (one observation, no action); remove "
+                           f"that episode from the dataset, or write it again")
     expected = {"observations": (steps + 1, obs_dim), "actions": (steps, act_dim), "rewards": (steps,),
                 "terminations": (steps,)}
     for field, shape in expected.items():
@@ -128,7 +131,16 @@ def registered_env(metadata: dict, dataset_id: str) -> tuple[str, dict, int | No
     if not isinstance(kwargs, dict) or not (limit is None or type(limit) is int and limit >= 1):
         raise DatasetError(f"dataset '{dataset_id}': the kwargs or max_episode_steps it stores for {env_id} are "
                            f"not a dict and a positive integer; the dataset's metadata is damaged")
-    return env_id, kwargs, limit
+    # The task is the registered one: its arguments (no termination switched off, no on-screen rendering) and its
+    # own step limit, which bounds every evaluation episode
+    registered = gym.registry[env_id]
+    changed = {k: v for k, v in kwargs.items() if registered.kwargs.get(k, object()) != v}
+    if changed or limit not in (None, registered.max_episode_steps):
+        what = (f"arguments {json.dumps(changed, default=str)[:120]}" if changed else
+                f"max_episode_steps {limit} (registered: {registered.max_episode_steps})")
+        raise DatasetError(f"dataset '{dataset_id}' asks for {env_id} with the {what}; refused: that changes the "
+                           f"task, and this code evaluates in the registered environment alone")
+    return env_id, dict(registered.kwargs), registered.max_episode_steps
 
 
 def first_non_finite(data: np.ndarray, obs_dim: int, act_dim: int, episode_ends: np.ndarray,

@@ -108,3 +108,8 @@ class IQLAgent:
     def diagnostics(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, list[float]]:
         """Per member: Q1 on dataset pairs and on the policy's actions, and the BC distance, on a fixed sample."""
         return critic_diagnostics(self.actor, self.critic, obs, actions)
+
+    def metric_names(self) -> tuple[str, ...]:
+        """Every name update() returns, in its order: train.csv's columns."""
+        return ("v", "v_loss", "advantage", "q1", "q2", "target_q", "td_loss", "awr_weight", "awr_weight_clipped",
+                "bc_loss", "actor_loss")

@@ -84,6 +84,9 @@ class ModelRollouts:
     through elites its generator picks: it gets the data it would get trained alone.
     """
 
+    # the latest round's figures, logged beside every update's metrics (train.csv)
+    METRICS = ("model_penalty", "model_reward", "model_reward_penalised", "rollout_length", "rollout_terminated")
+
     def __init__(self, model: DynamicsEnsemble, terminal, cfg: MOPOConfig, buffer: ReplayBuffer,
                  members: Members, batch_size: int):
         self.model, self.terminal, self.cfg, self.buffer, self.members = model, terminal, cfg, buffer, members
@@ -122,9 +125,8 @@ class ModelRollouts:
             alive &= ~done
             obs = next_obs
         taken = steps.sum(-1).clamp(min=1)
-        self.last = {"model_penalty": penalty / taken, "model_reward": reward / taken,
-                     "model_reward_penalised": (reward - cfg.reward_penalty * penalty) / taken,
-                     "rollout_length": steps.mean(-1), "rollout_terminated": (~alive).float().mean(-1)}
+        self.last = dict(zip(self.METRICS, (penalty / taken, reward / taken, (reward - cfg.reward_penalty * penalty) / taken,
+                                            steps.mean(-1), (~alive).float().mean(-1))))
 
     def store(self, k: int, rows: torch.Tensor) -> None:
         """Append rows to member k's ring, the oldest overwritten once it is full."""

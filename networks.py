@@ -78,9 +78,9 @@ class Actor(nn.Module):
         self.action_mid = (torch.as_tensor(action_high) + torch.as_tensor(action_low)) / 2
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """(M, B, obs_dim) -> (M, B, act_dim); a one-member actor also takes (B, obs_dim) -> (B, act_dim)."""
-        if obs.dim() == 2:
-            return self(obs[None])[0]
+        """(M, B, obs_dim) -> (M, B, act_dim); a one-member actor also takes (B, obs_dim) or one (obs_dim,)."""
+        if obs.dim() < 3:
+            return self(obs.reshape(1, -1, obs.shape[-1]))[0].reshape(*obs.shape[:-1], -1)
         return self.action_mid + self.action_scale * torch.tanh(self.net(obs))
 
     @torch.no_grad()

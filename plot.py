@@ -13,8 +13,8 @@ its value). The summary table (summary.py) gives each group's interquartile mean
 with a 95% percentile-bootstrap interval.
 """
 import argparse
-import csv
 import hashlib
+import io
 import math
 import os
 import re
@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from harness import flags
+from harness.files import RunFolderError, csv_text, write_atomically, write_text
 from harness.summary import (SUMMARY_COLUMNS, PlotError, Run, completion, group_runs, load_runs, series, summary_rows,
                      summary_table)
 
@@ -272,14 +273,16 @@ def write_outputs(figures: dict[str, Figure], rows: list[dict], out: str) -> lis
     paths = [os.path.join(out, name) for name in [*figures, "summary.csv"]]
     try:
         os.makedirs(out, exist_ok=True)
-        for path, fig in zip(paths, figures.values()):
-            fig.savefig(path, dpi=110)
-        with open(paths[-1], "w", newline="") as f:
-            writer = csv.DictWriter(f, SUMMARY_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
     except OSError as e:
         raise PlotError(f"cannot write into --out '{out}': {e.strerror}") from None
+    try:  # as runner.py writes: a temporary file and a rename, never through a link
+        for path, fig in zip(paths, figures.values()):
+            image = io.BytesIO()
+            fig.savefig(image, format="png", dpi=110)
+            write_atomically(path, image.getvalue())
+        write_text(paths[-1], csv_text(list(SUMMARY_COLUMNS), rows))
+    except RunFolderError as e:
+        raise PlotError(f"--out '{out}': {e}") from None
     return paths
 
 

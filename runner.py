@@ -26,7 +26,7 @@ from harness import config
 from harness import run_folder
 from harness import runs
 from harness.config import LaunchConfig, RunConfig
-from harness.logs import MetricMeans, progress_columns, progress_row
+from harness.logs import MetricMeans, progress_columns, progress_row, train_columns, train_rows
 from harness.run_folder import RunFolderError
 from harness.runs import Group, Run
 from harness.video import record_video
@@ -53,13 +53,12 @@ def evaluate_and_log(group: Group) -> list[dict[str, float]]:
 def log_training(group: Group, means: MetricMeans) -> list[dict[str, float]]:
     """Append one train.csv row per running member: the step and each metric's mean since the last row.
 
-    The columns are the names the agent's update() returns: a new term there is a new column.
+    The columns are the agent's metric_names(), whatever updates fell inside the row (blank: none of that kind).
     """
-    metrics = means.pop()
-    rows = [{"step": group.step} | {name: values[m] for name, values in metrics.items()}
-            for m in range(len(group.runs))]
+    columns = train_columns(group.agent, group.rollouts)
+    rows = train_rows(group.step, means.pop(), columns, len(group.runs))
     for (m, run) in group.running():
-        run_folder.append_row(os.path.join(run.dir, "train.csv"), list(rows[m]), rows[m])
+        run_folder.append_row(os.path.join(run.dir, "train.csv"), columns, rows[m])
     return rows
 
 
@@ -89,7 +88,8 @@ def save_checkpoints(group: Group) -> None:
     for m, run in group.running():
         progress = {"step": group.step, "elapsed": group.elapsed} | {
             name: getattr(run, name) for name in ("last_return", "best_return", "best_step")} | {
-            "metric_sums": {name: sums[m] for name, sums in group.sums.items()}, "metric_counts": dict(group.counts)}
+            "metric_sums": {name: sums[m] for name, sums in group.sums.items()}, "metric_counts": dict(group.counts),
+            "written_by": run_folder.written_by(group.cfg.agent, group.agent)}
         if group.rollouts:
             progress["model_buffer"] = group.rollouts.state(m)
         run_folder.save_checkpoint(run.dir, progress, states[m])
@@ -239,7 +239,8 @@ def run_group(group_runs: list[dict], older: frozenset[str] = frozenset()) -> in
     """Train runs side by side in this process; returns the worst exit status.
 
     Runs that a killed process already began continue: from their checkpoint with --resume, or
-    from step 0 if it wrote none (their folder, holding nothing to continue from, is removed).
+    from step 0 if it wrote none (their folder, holding nothing to continue from, is removed, unless a
+    live process holds it: then one line, exit 2).
     """
     begun, status = runs.begun_runs(group_runs, older), 0
     by_step: dict[int, list[str]] = {}
@@ -248,7 +249,11 @@ def run_group(group_runs: list[dict], older: frozenset[str] = frozenset()) -> in
             step = int(run_folder.read_checkpoint(run_dir)["step"])
             by_step.setdefault(step, []).append(run_dir)
         else:
-            shutil.rmtree(run_dir)
+            try:
+                with run_folder.hold(run_dir):  # a folder another process holds (a run not yet checkpointed) stays
+                    shutil.rmtree(run_dir)
+            except RunFolderError as err:
+                raise runs.fail(str(err)) from None
             del begun[i]
     for dirs in by_step.values():
         status = max(status, main(["--resume", *dirs]))

@@ -17,10 +17,12 @@ Ctrl-C or SIGTERM stops every run at a checkpoint and writes no table; --resume 
 `python plot.py sweeps/sweep-<time>/` draws the runs.
 """
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import time
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from harness import config
 from harness import flags
 from harness import sweep_table
-from harness.files import make_folder
+from harness.files import RunFolderError, hold, make_folder, read_text, write_text
 from harness.flags import flag
 
 RECORD = "sweep.json"  # in the sweep folder: its values, seeds and groups of runs, what --resume continues
@@ -40,7 +42,7 @@ class SweepConfig:
     """The sweep's own flags; every other runner.py flag is passed to each run unchanged."""
     bc_weight: tuple[float | str, ...] | None = flag(None, "alpha_reg values to try, each once, e.g. 0.1 1 10 100",
                                                      low=0, also=("auto",), aliases=("alpha_reg",), unset="none: required unless --resume")
-    seeds: tuple[int, ...] = flag((0,), "seeds per value, each once", low=0)
+    seeds: tuple[int, ...] = flag((0,), "seeds per value, each once", low=0, high=config.SEED_MAX)
     total_steps: int = flag(30_000, "gradient updates per run; smaller than a full run to keep the sweep short",
                             low=1)
     eval_every: int = flag(5_000, "steps between evaluations", low=1)
@@ -135,19 +137,26 @@ def check_new(sweep: SweepConfig) -> None:
     config.check_results_dir(sweep.results_dir)
 
 
-def new_sweep(sweep: SweepConfig, given: dict) -> tuple[str, dict]:
-    """Make the sweep folder and its sweep.json (the runs in their groups); its path and the record."""
+def new_sweep(sweep: SweepConfig, given: dict, held: contextlib.ExitStack) -> tuple[str, dict]:
+    """Make the sweep folder (held by this process) and its sweep.json (the runs in their groups); its path and
+    the record. Every run's flags are checked first: a refused sweep leaves no folder."""
+    common = given | {"total_steps": sweep.total_steps, "eval_every": sweep.eval_every}
+    threads = {} if sweep.ray else {"threads": max(1, (os.cpu_count() or 1) // sweep.workers)}  # unless --threads
+    runs = [threads | common | {"bc_weight": w, "seed": s} for w in sweep.bc_weight for s in sweep.seeds]
+    groups = plan(runs, sweep.members, sweep.workers)  # each run checked as runner.py would: exit 2 here
     try:
         sweep_dir = make_folder(os.path.join(sweep.results_dir, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"))
     except OSError as err:
         raise fail(f"--results_dir: cannot make {err.filename} ({err.strerror}); give a folder you can write") from None
-    common = given | {"total_steps": sweep.total_steps, "eval_every": sweep.eval_every, "results_dir": sweep_dir}
-    threads = {} if sweep.ray else {"threads": max(1, (os.cpu_count() or 1) // sweep.workers)}  # unless --threads
-    runs = [threads | common | {"bc_weight": w, "seed": s} for w in sweep.bc_weight for s in sweep.seeds]
-    record = {"bc_weight": list(sweep.bc_weight), "seeds": list(sweep.seeds), "ray": sweep.ray,
-              "groups": plan(runs, sweep.members, sweep.workers)}
-    with open(os.path.join(sweep_dir, RECORD), "w") as f:
-        json.dump(record, f, indent=2)
+    for run in runs:  # the same dicts as in groups
+        run["results_dir"] = sweep_dir
+    record = {"bc_weight": list(sweep.bc_weight), "seeds": list(sweep.seeds), "ray": sweep.ray, "groups": groups}
+    try:
+        held.enter_context(hold(sweep_dir))
+        write_text(os.path.join(sweep_dir, RECORD), json.dumps(record, indent=2))
+    except RunFolderError as err:
+        shutil.rmtree(sweep_dir, ignore_errors=True)
+        raise fail(f"--results_dir: {err}; nothing was trained") from None
     return sweep_dir, record
 
 
@@ -155,8 +164,7 @@ def read_record(sweep_dir: str) -> dict:
     """--resume: the sweep folder's sweep.json, each run's flags checked as on the command line, or one line."""
     path = os.path.join(sweep_dir, RECORD)
     try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
+        record = json.loads(read_text(path))
     except (OSError, ValueError) as err:
         why = err.strerror if isinstance(err, OSError) else f"not JSON: {err}"
         raise fail(f"--resume: cannot read {path} ({why}); give a folder sweep.py made") from None
@@ -165,7 +173,7 @@ def read_record(sweep_dir: str) -> dict:
                    f"folder sweep.py made")
     runs = [run for group in record["groups"] for run in group]
     for run in runs:
-        config.parse(config.command_line(run), where=f"{path}: ")  # a bad value exits 2, naming the file
+        config.from_flags(run, where=f"{path}: ")  # a bad value exits 2, naming the file
         if os.path.realpath(str(run.get("results_dir"))) != os.path.realpath(sweep_dir):
             raise fail(f"--resume: {path} has a run writing into {run.get('results_dir')}, not {sweep_dir}; resume "
                        f"from the folder the sweep was started in")
@@ -216,6 +224,12 @@ def launch(record: dict, workers: int, ray) -> tuple[int, list[int]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run (or --resume) the sweep, then write and print its table; returns the worst run's exit status."""
+    with contextlib.ExitStack() as held:  # the sweep folder's lock, let go when the sweep ends
+        return sweep_main(argv, held)
+
+
+def sweep_main(argv: list[str] | None, held: contextlib.ExitStack) -> int:
+    """main(), the sweep folder held (its .lock) from when it is made or resumed to the end."""
     sweep, named, passthrough = parse(argv)
     if sweep.resume:
         others = [f"--{n}" for n in named if n not in ("resume", "workers")] + passthrough
@@ -223,19 +237,28 @@ def main(argv: list[str] | None = None) -> int:
             raise fail(f"--resume continues a sweep with the flags of its {RECORD}; only --workers may be given "
                        f"beside it, not {' '.join(others)}")
         sweep_dir, record = sweep.resume, read_record(sweep.resume)
+        try:  # a sweep still running is refused, naming its process: it would train the same runs twice
+            held.enter_context(hold(sweep_dir))
+        except RunFolderError as err:
+            raise fail(f"--resume: {err}") from None
         ray = connect(record["ray"])
     else:
         check_new(sweep)
         _, _, given = config.parse(passthrough)  # a bad runner flag fails here, once, not in every run
+        if "seed" in given:
+            raise fail("--seed: a sweep's runs take their seeds from --seeds; give --seeds instead")
         ray = connect(sweep.ray)  # before the sweep folder is made: a missing Ray leaves nothing behind
-        sweep_dir, record = new_sweep(sweep, given)
+        sweep_dir, record = new_sweep(sweep, given, held)
     status, stopped = launch(record, sweep.workers, ray)
     if stopped:
         print(f"sweep.py: stopped by {signal.Signals(stopped[0]).name}; its runs stopped at their checkpoints and no "
               f"table was written. Resume with: python sweep.py --resume {sweep_dir}", file=sys.stderr)
         return 130
     table = sweep_table.summarise(sweep_table.sweep_runs(sweep_dir), record["bc_weight"], len(record["seeds"]))
-    path = sweep_table.write_table(sweep_dir, table)
+    try:
+        path = sweep_table.write_table(sweep_dir, table)
+    except RunFolderError as err:
+        raise fail(f"{err}; the runs are intact: free the disk, then python sweep.py --resume {sweep_dir}") from None
     print(sweep_table.table_text(table))
     print(f"wrote {path}; figures: python plot.py {sweep_dir}")
     return status

@@ -237,6 +237,14 @@ class TD3Agent:
         """Per member: Q1 on dataset pairs and on the policy's actions, and the BC distance, on a fixed sample."""
         return critic_diagnostics(self.actor, self.critic, obs, actions)
 
+    def metric_names(self) -> tuple[str, ...]:
+        """Every name update() may return, in its order: train.csv's columns (the actor's come on actor steps only)."""
+        cql = ("cql_penalty", "cql_logsumexp", "cql_q_random", *(() if self.cfg.cql_uniform_only else ("cql_q_policy",)),
+               "cql_q_data", "cql_alpha") if self.uses_cql else ()
+        support = ("support_loss", "support_weight") if self.behaviour is not None else ()
+        return ("q1", "q2", "target_q", "td_loss", *cql, "critic_loss", "ddpg_loss", "bc_loss", "bc_weight", *support,
+                "actor_loss")
+
 
 def step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     """One optimizer step on the members' summed loss: member m's weights get member m's own gradient."""

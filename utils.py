@@ -215,9 +215,13 @@ def get_buffer_and_environments_for_task(dataset_id: str, device: torch.device, 
 
 
 def episode_returns(buffer: ReplayBuffer) -> np.ndarray:
-    """The undiscounted return of each episode of the buffer, in its order: (episodes,)."""
+    """The undiscounted return of each episode of the buffer, in its order: (episodes,); 0 for an episode of no step."""
     rewards = buffer.split(buffer.data)[2].cpu().numpy().astype(np.float64)
-    return np.add.reduceat(rewards, np.concatenate([[0], buffer.episode_ends[:-1]]))
+    starts = np.concatenate([[0], buffer.episode_ends[:-1]])
+    returns, steps = np.zeros(len(starts)), buffer.episode_ends - starts
+    if steps.any():  # reduceat sums from each index to the next: an empty episode's (repeated) index would take
+        returns[steps > 0] = np.add.reduceat(rewards, starts[steps > 0])  # the next episode's first reward
+    return returns
 
 
 def top_episodes(buffer: ReplayBuffer, percent: float) -> ReplayBuffer:

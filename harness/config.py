@@ -41,6 +41,13 @@ RAY_HELP = ("train on Ray (pip install -r requirements-ray.txt): 'local' starts 
             "checkpoints if its worker dies. --results_dir must be on storage every node sees")
 
 
+# Seeds seed torch's generators and NumPy's; the largest a torch.Generator takes is 2^64 - 1, and evaluation
+# adds utils.EVAL_SEED_OFFSET and the episode's index: 2^32 - 1 leaves room and is every library's 32-bit seed.
+SEED_MAX = 2 ** 32 - 1
+# Evaluation episodes run side by side, one environment each (about 1.1 MB of memory per episode and member)
+EVAL_EPISODES_MAX = 100
+
+
 @dataclass
 class RunConfig:
     """What a run is: its learner, data, length, seed and measurements (recorded in its config.json)."""
@@ -56,9 +63,10 @@ class RunConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     iql: IQLConfig = field(default_factory=IQLConfig)
     seed: int = flag(0, "seed of the run's random generator (initial weights, batches, noise) and of its "
-                        "evaluation episodes", low=0)
+                        "evaluation episodes", low=0, high=SEED_MAX)
     eval_every: int = flag(10_000, "steps between evaluations", low=1)
-    eval_episodes: int = flag(10, "episodes per evaluation", low=1)
+    eval_episodes: int = flag(10, "episodes per evaluation, run side by side (about 1.1 MB of memory each)", low=1,
+                              high=EVAL_EPISODES_MAX)
     log_every: int = flag(1000, "updates per train.csv row, each metric averaged over them", low=1)
     max_abs_q: float | None = flag(None, "stop the run when |mean dataset Q1| exceeds this", above=0,
                                    agents=("td3", "iql"))
@@ -68,7 +76,8 @@ class RunConfig:
 class LaunchConfig:
     """How this command launches its runs: where, on what, side by side or on Ray (not recorded)."""
     seeds: tuple[int, ...] | None = flag(None, "train one run per seed side by side in this process (members, "
-                                               "networks.py), e.g. --seeds 0 1 2", low=0, unset="off, --seed alone")
+                                               "networks.py), e.g. --seeds 0 1 2", low=0, high=SEED_MAX,
+                                         unset="off, --seed alone")
     results_dir: str = flag("results", "folder that receives one sub-folder per run", metavar="DIR")
     model_dir: str = flag("models", "folder of fitted models (dynamics ensemble, behaviour VAE), each fitted once per "
                                     "dataset and settings and reused by every later run", metavar="DIR")
@@ -102,7 +111,10 @@ def parse(argv: list[str] | None, where: str = "") -> tuple[RunConfig, LaunchCon
     values = vars(parser.parse_args(argv))
     given = vars(build_parser(given_only=True, where=where).parse_args(argv))
     run, launch = flags.build(RunConfig, values), flags.build(LaunchConfig, values)
-    problem = pointless_flag(run)
+    if "seed" in given and "seeds" in given:
+        parser.error("argument --seed: --seeds gives the runs' seeds; give --seed or --seeds, not both")
+    # beside --resume the run's flags are its config.json's: resumed_config judges what else is given
+    problem = None if launch.resume else pointless_flag(run)
     if problem:
         parser.error(problem)
     return run, launch, given
@@ -123,13 +135,7 @@ def pointless_flag(run: RunConfig) -> str | None:
             met = values[name] == condition if condition == "auto" else values[name] > 0
             if not met:
                 return f"argument --{f.name}: has no effect without --{name} {condition}; give --{name} too"
-    problem = combination_problem(run)
-    if problem:
-        return problem
-    if run.agent == "td3" and run.log_every < run.td3.policy_delay:
-        return (f"argument --log_every: {run.log_every} is below --policy_delay {run.td3.policy_delay}: every "
-                f"train.csv row must hold an actor step; give at least {run.td3.policy_delay}")
-    return None
+    return combination_problem(run)
 
 
 def combination_problem(run: RunConfig) -> str | None:
@@ -152,17 +158,25 @@ def combination_problem(run: RunConfig) -> str | None:
     return None
 
 
-def command_line(values: dict) -> list[str]:
-    """runner.py's arguments that give these flag values (e.g. from config.json); unknown names become
-    flags too, for the parser to refuse."""
-    launch = {f.name for f in flags.leaf_fields(LaunchConfig)}
-    return (flags.to_argv(RunConfig, {k: v for k, v in values.items() if k not in launch})
-            + flags.to_argv(LaunchConfig, {k: v for k, v in values.items() if k in launch}))
-
-
-def from_flags(values: dict) -> tuple[RunConfig, LaunchConfig]:
-    """The configs of flag values (a sweep's dict, config.json's "flags"), checked as the command line's."""
-    return parse(command_line(values))[:2]
+def from_flags(values: dict, where: str = "") -> tuple[RunConfig, LaunchConfig]:
+    """The configs of flag values read from a file (config.json's "flags", a sweep's runs): each value checked
+    as its flag's (type, bounds, choices), as a value, never turned into command-line words; then as the
+    command line's. A bad one is one line, exit 2, `where` naming the file."""
+    parser = build_parser(where=where)
+    fields = {f.name: f for cls in (RunConfig, LaunchConfig) for f in flags.leaf_fields(cls)}
+    checked = {}
+    for name, value in values.items():
+        if name not in fields:
+            parser.error(f"unrecognized flag '{name}'; the flags are runner.py's (python runner.py --help)")
+        try:
+            checked[name] = flags.check_value(fields[name], value)
+        except argparse.ArgumentTypeError as err:
+            parser.error(f"argument --{name}: {err}")
+    run, launch = flags.build(RunConfig, checked), flags.build(LaunchConfig, checked)
+    problem = pointless_flag(run)
+    if problem:
+        parser.error(problem)
+    return run, launch
 
 
 def recorded_flags(run: RunConfig) -> dict:

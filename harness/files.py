@@ -10,6 +10,7 @@ import errno
 import fcntl
 import io
 import os
+import stat
 from typing import IO
 
 import torch
@@ -64,6 +65,53 @@ def write_atomically(path: str, data: bytes, intact: str = "") -> None:
         raise RunFolderError(f"{why(path, err)}{intact}") from None
 
 
+def write_text(path: str, text: str, intact: str = "") -> None:
+    """Write text (UTF-8) to path as write_atomically does: every file a program here writes goes through it."""
+    write_atomically(path, text.encode("utf-8", "surrogateescape"), intact)  # a folder name's undecodable bytes
+
+
+# A spreadsheet reads a cell starting with one of these as a formula (CSV injection): such text gets a leading "'"
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def is_numbers(text: str) -> bool:
+    """Whether text is one or more numbers separated by spaces ('-12.5 40.1'): a spreadsheet shows them as they are."""
+    try:
+        numbers = [float(word) for word in text.split()]
+    except ValueError:
+        return False
+    return bool(numbers)
+
+
+def safe_cell(value):
+    """A CSV cell that no spreadsheet runs: text starting like a formula gets a leading "'", other values stay."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not is_numbers(value):
+        return "'" + value
+    return value
+
+
+def csv_text(columns: list[str], rows: list[dict]) -> str:
+    """A CSV table of rows under columns (blank where a row has no value), text cells made safe (safe_cell)."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns, restval="", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({name: safe_cell(value) for name, value in row.items()} for row in rows)
+    return text.getvalue()
+
+
+def read_text(path: str, follow: bool = True) -> str:
+    """A regular file's text (UTF-8): a FIFO, device or folder at path is an OSError, never waited on or read;
+    with follow=False so is a link (ELOOP).
+
+    The file is opened without blocking (a FIFO would wait for a writer) and checked before it is read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW))
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return f.read().decode("utf-8")
+
+
 def save_tensors(obj, path: str) -> None:
     """torch.save, atomically (serialised in memory first, so a full disk is an OSError, not torch's)."""
     buffer = io.BytesIO()
@@ -73,10 +121,9 @@ def save_tensors(obj, path: str) -> None:
 
 def header_of(path: str) -> list[str] | None:
     """The CSV file's header row, or None if the file does not exist or is empty."""
-    if not os.path.exists(path) or os.path.getsize(path) == 0:
+    if not os.path.lexists(path):
         return None
-    with open(path, newline="", encoding="utf-8", opener=no_follow) as f:
-        return next(csv.reader(f), None)
+    return next(csv.reader(io.StringIO(read_text(path, follow=False), newline="")), None)
 
 
 def check_header(path: str, header: list[str] | None, columns: list[str]) -> None:

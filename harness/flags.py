@@ -5,7 +5,8 @@
 gives `--lr X`, a finite float that must be > 0, with the help `Adam step size, actor and critic
 (> 0; default: 0.0003)`. A field whose type is itself such a dataclass (RunConfig.td3) brings its
 fields in as flags of their own. The same fields turn parsed flags back into the dataclass
-(`build`), into config.json's "flags" (`flat`) and into a command line (`to_argv`).
+(`build`) and into config.json's "flags" (`flat`); values read back from a file are checked as the
+command line's (`check_value`), as values, never as command-line words.
 """
 import argparse
 import dataclasses
@@ -84,7 +85,8 @@ def value_kind(f: dataclasses.Field) -> type:
 
 def bounds_text(info: dict) -> str:
     """The field's bounds as an error message says them: '>= 0', '> 0 and <= 1'."""
-    return " and ".join(f"{symbol} {info[key]:g}" for key, symbol in
+    return " and ".join(f"{symbol} {info[key]:g}" if isinstance(info[key], float) else f"{symbol} {info[key]}"
+                        for key, symbol in
                         (("low", ">="), ("above", ">"), ("high", "<="), ("below", "<")) if info[key] is not None)
 
 
@@ -100,11 +102,23 @@ def in_bounds(value: float, info: dict) -> bool:
             and (high is None or value <= high) and (below is None or value < below))
 
 
+def noun(kind: type) -> str:
+    """What one value of a flag of this kind is, as messages say it."""
+    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a text"}[kind]
+
+
+def check_number(f: dataclasses.Field, value: int | float, shown: str) -> int | float:
+    """A number of the flag's kind inside its bounds, else an ArgumentTypeError showing it as `shown`."""
+    kind, info = value_kind(f), meta(f)
+    if not in_bounds(value, info):
+        must = " ".join(filter(None, (noun(kind), bounds_text(info))))
+        raise argparse.ArgumentTypeError(f"must be {must}{alternatives(info)}, got {shown}")
+    return value
+
+
 def value_parser(f: dataclasses.Field) -> Callable[[str], Any]:
     """argparse's `type` for the flag: text -> value, or an error naming what would work."""
     kind, info = value_kind(f), meta(f)
-    noun = "an integer" if kind is int else "a finite number"
-    words = alternatives(info)
 
     def parse(text: str):
         if kind is str or text in info["also"]:
@@ -112,12 +126,45 @@ def value_parser(f: dataclasses.Field) -> Callable[[str], Any]:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {noun}{words}, got '{text}'") from None
-        if not in_bounds(value, info):
-            must = " ".join(filter(None, (noun, bounds_text(info))))
-            raise argparse.ArgumentTypeError(f"must be {must}{words}, got {text}")
-        return value
+            raise argparse.ArgumentTypeError(f"expected {noun(kind)}{alternatives(info)}, got '{text}'") from None
+        return check_number(f, value, text)
     return parse
+
+
+def check_one(f: dataclasses.Field, value: Any) -> Any:
+    """One value of the flag as a file holds it (JSON: a number, text, true/false), checked as the command line's
+    text would be; an ArgumentTypeError says what would work. Never parsed as words: '--help' is a text."""
+    kind, info = value_kind(f), meta(f)
+    if isinstance(value, str) and value in info["also"]:
+        return value
+    fits = {bool: type(value) is bool, int: type(value) is int, float: type(value) in (int, float),
+            str: isinstance(value, str)}[kind]
+    if not fits:
+        raise argparse.ArgumentTypeError(f"expected {noun(kind)}{alternatives(info)}, got {value!r}")
+    if info["choices"] and value not in info["choices"]:
+        raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from "
+                                         f"{', '.join(map(repr, info['choices']))})")
+    if kind in (int, float):
+        try:
+            value = kind(value)
+        except OverflowError:  # an integer too large for a float
+            raise argparse.ArgumentTypeError(f"must be {noun(kind)} {bounds_text(info)}, got {value}") from None
+        return check_number(f, value, repr(value))
+    return value
+
+
+def check_value(f: dataclasses.Field, value: Any) -> Any:
+    """A flag's value as a file holds it (a list for a list flag, None where None is the default), checked;
+    tuples for lists. An ArgumentTypeError says what is wrong."""
+    if value is None and f.default is None:
+        return None
+    if not is_list(f):
+        return check_one(f, value)
+    if not isinstance(value, (list, tuple)):
+        raise argparse.ArgumentTypeError(f"expected a list, each {noun(value_kind(f))}, got {value!r}")
+    if not value:
+        raise argparse.ArgumentTypeError("expected at least one argument")
+    return tuple(check_one(f, v) for v in value)
 
 
 def default_text(f: dataclasses.Field) -> str:
@@ -185,24 +232,3 @@ def flat(config: Any) -> dict:
         value = getattr(config, f.name)
         values |= flat(value) if dataclasses.is_dataclass(value) else {f.name: value}
     return values
-
-
-def to_argv(cls: type, values: dict) -> list[str]:
-    """The command line that gives these flag values: the inverse of parsing, for the flags of cls.
-
-    A flag at None (where None is its default) or at False is left out. A value of the wrong
-    kind is passed on as text, for the parser to refuse with its usual one-line error.
-    """
-    fields = {f.name: f for f in leaf_fields(cls)}
-    argv = []
-    for name, value in values.items():
-        f = fields.get(name)
-        if f is not None and value_kind(f) is bool and isinstance(value, bool):
-            argv += [f"--{name}"] if value else []
-        elif value is None and f is not None and f.default is None:
-            continue
-        elif isinstance(value, (list, tuple)) and (f is None or is_list(f)):
-            argv += [f"--{name}", *map(str, value)]
-        else:
-            argv.append(f"--{name}={value}")
-    return argv

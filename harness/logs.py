@@ -1,7 +1,9 @@
 """What a run logs, row by row: train.csv's metric means and progress.csv's row of an evaluation.
 
-train.csv's columns are the names the agent's update() returns; progress.csv's are laid out by
-progress_row, whose columns --resume checks against a run folder's header.
+train.csv's columns are the step and the names the agent's update() may return (its metric_names()),
+fixed for the run: a metric that no update of a row returned (the actor's in a row of critic steps
+alone) is a blank cell, never a missing column. progress.csv's are laid out by progress_row. --resume
+checks both against a run folder's headers.
 """
 import numpy as np
 import torch
@@ -27,6 +29,22 @@ class MetricMeans:
         means = {n: [v / self.counts[n] for v in per_member] for n, per_member in zip(names, values)}
         self.sums.clear(), self.counts.clear()
         return means
+
+
+def train_columns(agent, rollouts=None) -> list[str]:
+    """train.csv's columns for an agent: the step, then every metric its update() may return, then those of the
+    latest model rollouts (mopo.ModelRollouts) if there are any."""
+    return ["step", *agent.metric_names(), *(rollouts.METRICS if rollouts else ())]
+
+
+def train_rows(step: int, means: dict[str, list[float]], columns: list[str], members: int) -> list[dict[str, float]]:
+    """One train.csv row per member: the step and each metric's mean; a metric with no update in the row is absent
+    (a blank cell). A metric that is not among the columns is a ValueError: the agent must declare it."""
+    undeclared = [name for name in means if name not in columns]
+    if undeclared:
+        raise ValueError(f"update() returned {', '.join(undeclared)}, which the agent's metric_names() does not "
+                         f"declare: add it there (train.csv's columns are fixed for a run)")
+    return [{"step": step} | {name: values[m] for name, values in means.items()} for m in range(members)]
 
 
 def progress_row(step: int, returns: np.ndarray, measured: dict[str, float], mc_return: float,

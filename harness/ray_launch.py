@@ -7,12 +7,14 @@ their checkpoints. Before any task, a probe file written from every node checks 
 folder is one every node sees.
 """
 import csv
+import io
 import os
 from collections.abc import Callable
 
 from tqdm import tqdm
 
 from harness import flags
+from harness.files import RunFolderError, read_text, write_text
 from harness.runs import begun_runs
 
 RAY_RETRIES = 3  # times a group whose Ray worker died is run again, each time from its checkpoints
@@ -53,10 +55,12 @@ def write_probe(path: str) -> str | None:
     """In a Ray worker: write the file at path (and its folder); None, or why it could not."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write("written by a Ray worker to check that every node sees this folder\n")
     except OSError as err:
         return err.strerror or str(err)
+    try:
+        write_text(path, "written by a Ray worker to check that every node sees this folder\n")
+    except RunFolderError as err:
+        return str(err)
     return None
 
 
@@ -87,8 +91,7 @@ def ray_group(train_group: Callable, runs: list[dict], older: frozenset[str]) ->
         status = stop.code if isinstance(stop.code, int) else 1
     lines = []
     for run_dir in begun_runs(runs, older).values():
-        with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
-            last = list(csv.DictReader(f))[-1:]
+        last = list(csv.DictReader(io.StringIO(read_text(os.path.join(run_dir, "progress.csv")), newline="")))[-1:]
         lines += [f"{run_dir}: step {last[0]['step']}, final return {float(last[0]['eval_return_mean']):.0f}"
                   if last else f"{run_dir}: no evaluation"]
     return status, lines

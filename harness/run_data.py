@@ -6,6 +6,7 @@ its last progress.csv or train.csv row, or |dataset Q| past its --max_abs_q), or
 (killed, interrupted, or still running). Reads only CSV and JSON files.
 """
 import csv
+import io
 import json
 import math
 import os
@@ -13,6 +14,8 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
+
+from harness.files import read_text
 
 
 class PlotError(Exception):
@@ -42,16 +45,18 @@ def warn(message: str, prog: str = "plot.py") -> None:
     print(f"{prog}: warning: {message}", file=sys.stderr)
 
 
-def read_csv(path: str, required: tuple[str, ...]) -> tuple[dict[str, np.ndarray], list[str]]:
+def read_csv(path: str, required: tuple[str, ...], prog: str = "plot.py") -> tuple[dict[str, np.ndarray], list[str]]:
     """A CSV file as column -> floats (empty cell -> NaN), and the columns its last row logged as NaN or
     infinity (an empty cell is no value, not a non-finite one); BrokenRun says what is wrong with it."""
     name = os.path.basename(path)
-    try:
-        with open(path, newline="") as f:
-            table = [row for row in csv.reader(f) if row]
+    try:  # a FIFO or device there is refused, never waited on
+        table = [row for row in csv.reader(io.StringIO(read_text(path), newline="")) if row]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise BrokenRun(f"cannot read {name}: {e}") from None
+        raise BrokenRun(f"cannot read {name}: {e.strerror if isinstance(e, OSError) else e}") from None
     header, *rows = table or [[]]
+    if len(rows) > 1 and len(rows[-1]) < len(header):  # cut short by a killed write: the run stopped before it
+        warn(f"{path}: its last row is cut short (the run was killed while writing it); read without it", prog)
+        rows.pop()
     missing = [column for column in required if column not in header]
     problems = (("is empty", not header), (f"has no column {', '.join(missing)}", missing),
                 ("has a header but no rows", not rows),
@@ -78,21 +83,34 @@ def divergence(flags: dict, progress: dict[str, np.ndarray], bad: list[str]) -> 
     return None
 
 
+def meta_problem(meta) -> str | None:
+    """What makes a loaded config.json unusable here (labels are texts, all of it valid Unicode), or None."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("flags"), dict):
+        return "has no 'flags' object"
+    if "config" in meta and not isinstance(meta["config"], str):
+        return f"has a label ('config') that is a {type(meta['config']).__name__}, not a text"
+    try:
+        json.dumps(meta, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # JSON's \ud800 escapes make text no file or terminal can hold
+        return "holds text that is not valid Unicode (an unpaired surrogate)"
+    return None
+
+
 def read_run(run_dir: str, prog: str = "plot.py") -> Run:
     """One run folder; BrokenRun when its config.json or progress.csv is missing or unreadable."""
-    try:
-        with open(os.path.join(run_dir, "config.json")) as f:
-            meta = json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+    try:  # a FIFO or device there is refused, never waited on
+        meta = json.loads(read_text(os.path.join(run_dir, "config.json")))
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise BrokenRun(f"config.json: {e.strerror if isinstance(e, OSError) else e}") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("flags"), dict):
-        raise BrokenRun("config.json has no 'flags' object")
-    progress, bad = read_csv(os.path.join(run_dir, "progress.csv"), ("step", "eval_return_mean"))
+    problem = meta_problem(meta)
+    if problem:
+        raise BrokenRun(f"config.json {problem}")
+    progress, bad = read_csv(os.path.join(run_dir, "progress.csv"), ("step", "eval_return_mean"), prog)
     where = f" at step {progress['step'][-1]:.0f}"
     train, train_path = None, os.path.join(run_dir, "train.csv")
     if os.path.exists(train_path):
         try:
-            train, train_bad = read_csv(train_path, ("step",))
+            train, train_bad = read_csv(train_path, ("step",), prog)
             bad, where = (bad, where) if bad or not train_bad else (train_bad, f" at step {train['step'][-1]:.0f}")
         except BrokenRun as e:  # the returns in progress.csv are still worth plotting
             warn(f"skipping {train_path}: {e}", prog)

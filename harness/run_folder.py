@@ -9,28 +9,32 @@ loadable; a failure is one RunFolderError whose message names the file and says 
 import csv
 import dataclasses
 import hashlib
+import inspect
 import io
 import json
 import math
 import os
 import pickle
 import shutil
+import sys
 import time
 from typing import IO
 
 import torch
 
+import networks
 from harness import config
 from harness.config import RunConfig
 from harness.files import (LINK_HINT, RunFolderError, append_row, check_header, hold, links_in,  # noqa: F401
-                           make_folder, no_follow, save_tensors, write_atomically)
+                           make_folder, read_text, save_tensors, write_atomically)
 from utils import reason
 
 CONFIG, CHECKPOINT, ACTOR = "config.json", "checkpoint.pt", "actor.pt"
 LOGS = ("progress.csv", "train.csv")
 # A run's progress as checkpoint.pt holds it, beside "agent": its member's part of networks.Members.state_dicts(),
 # which holds its random generator's state too (training draws from nothing else). "metric_sums" and
-# "metric_counts" hold the train.csv metrics summed since the last row (absent in older checkpoints).
+# "metric_counts" hold the train.csv metrics summed since the last row (absent in older checkpoints);
+# "written_by" the --agent and a digest of the code that wrote it (written_by()).
 PROGRESS = {"step": int, "elapsed": float, "last_return": float, "best_return": float, "best_step": int}
 RESUME_MAY_CHANGE = ("resume", "total_steps", "threads", "device", "video_every", "model_dir")  # flags allowed beside --resume
 
@@ -76,8 +80,7 @@ def read_config(run_dir: str) -> dict:
     if not os.path.isfile(path):
         raise RunFolderError(f"--resume '{run_dir}' has no {CONFIG}; give a run folder written by runner.py")
     try:
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
+        meta = json.loads(read_text(path, follow=False))
     except (OSError, ValueError) as err:  # ValueError: not JSON, or not UTF-8
         raise RunFolderError(f"--resume: {path} cannot be read ({reason(err)})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("flags"), dict):
@@ -96,7 +99,7 @@ def resumed_config(run_dir: str, meta: dict, given: dict) -> RunConfig:
         raise RunFolderError(f"--resume continues a run with the flags of its {CONFIG}; only a larger "
                              f"--total_steps, --threads, --device and --video_every may be given beside it, "
                              f"not {' '.join(others)}")
-    run_config, _, _ = config.parse(config.command_line(meta["flags"]), where=f"{os.path.join(run_dir, CONFIG)}: ")
+    run_config, _ = config.from_flags(meta["flags"], where=f"{os.path.join(run_dir, CONFIG)}: ")
     total_steps = given.get("total_steps", run_config.total_steps)
     if total_steps < run_config.total_steps:
         raise RunFolderError(f"--total_steps {total_steps} beside --resume must be larger than the run's "
@@ -117,6 +120,16 @@ def check_dataset(run_dir: str, meta: dict, transitions: int, fingerprint: str) 
     if changed:
         raise RunFolderError(f"--resume: the dataset '{meta['flags'].get('dataset')}' of {run_dir} changed since "
                              f"the run began: it {changed}; put the original dataset back, or start a new run")
+
+
+def check_kept(run_dir: str, meta: dict, kept: dict) -> None:
+    """What the run trains on now (runs.training_buffer's figures: the dataset's, and what --bc_top_percent kept)
+    must be what its config.json records: an edited flag there would train on other data than it says."""
+    for name in sorted(set(kept) | {n for n in meta if n.startswith("bc_top_percent_")}):
+        if name in meta and meta[name] != kept.get(name):
+            raise RunFolderError(f"--resume: {os.path.join(run_dir, CONFIG)} records {name} {meta[name]!r}, its "
+                                 f"flags now give {kept.get(name)!r} (its flags or dataset were edited); restore "
+                                 f"them, or start a new run")
 
 
 def save_checkpoint(run_dir: str, progress: dict, member_state: dict) -> None:
@@ -157,7 +170,20 @@ def metrics_problem(state: dict, names: tuple[str, ...]) -> str | None:
     return None
 
 
-def checkpoint_problem(state, names: tuple[str, ...] = ()) -> str | None:
+def writer_problem(state: dict, agent: str | None) -> str | None:
+    """Whether the checkpoint was written by this agent (`agent`: --agent, None: not checked) at its own step:
+    its update count is its step (one update a step), else the actor's update phase would shift."""
+    written_by, updates = state.get("written_by"), state["agent"].get("updates")
+    if not (isinstance(written_by, dict) and isinstance(written_by.get("agent"), str)):
+        return "it does not record which agent wrote it"
+    if agent is not None and written_by["agent"] != agent:
+        return f"it was written by --agent {written_by['agent']}, this run is --agent {agent}"
+    if type(updates) is int and updates != state["step"]:  # one of another type fails to load (restore)
+        return f"its update count {updates} is not its step {state['step']}"
+    return None
+
+
+def checkpoint_problem(state, names: tuple[str, ...] = (), agent: str | None = None) -> str | None:
     """What is missing, of the wrong type or out of range in a loaded checkpoint, or None."""
     if not isinstance(state, dict):
         return f"it holds a {type(state).__name__}, not a dict"
@@ -167,12 +193,26 @@ def checkpoint_problem(state, names: tuple[str, ...] = ()) -> str | None:
         kinds = (int, float) if kind is float else (kind,)
         if not isinstance(state[key], kinds) or isinstance(state[key], bool):
             return f"its '{key}' is a {type(state[key]).__name__}"
-    return value_problem(state) or metrics_problem(state, names)
+    return value_problem(state) or metrics_problem(state, names) or writer_problem(state, agent)
 
 
-def read_checkpoint(run_dir: str, names: tuple[str, ...] = ()) -> dict:
-    """checkpoint.pt, loaded with weights_only=True and checked (its metric sums against `names`), or a
-    RunFolderError."""
+def written_by(agent_name: str, agent) -> dict:
+    """What a checkpoint records of the code that wrote it: the --agent, and a digest of the agent's and the
+    networks' source (a resumed run whose code changed since is told so)."""
+    sources = [inspect.getsource(sys.modules[type(agent).__module__]), inspect.getsource(networks)]
+    return {"agent": agent_name, "code": hashlib.sha1("".join(sources).encode()).hexdigest()[:12]}
+
+
+def check_code(run_dir: str, state: dict, now: dict) -> None:
+    """A warning line if the checkpoint was written by other code than this (the agent's or networks.py's)."""
+    if state["written_by"].get("code") != now["code"]:
+        print(f"runner.py: warning: {os.path.join(run_dir, CHECKPOINT)} was written by other code (the agent's module "
+              f"or networks.py changed since); the run goes on with this code", file=sys.stderr)
+
+
+def read_checkpoint(run_dir: str, names: tuple[str, ...] = (), agent: str | None = None) -> dict:
+    """checkpoint.pt, loaded with weights_only=True and checked (its metric sums against `names`, its writer
+    against `agent`), or a RunFolderError."""
     path = os.path.join(run_dir, CHECKPOINT)
     if not os.path.isfile(path):
         raise RunFolderError(f"--resume: {run_dir} has a {CONFIG} but no {CHECKPOINT}: the run was stopped "
@@ -186,7 +226,7 @@ def read_checkpoint(run_dir: str, names: tuple[str, ...] = ()) -> dict:
         raise damaged(path, why) from None
     except (OSError, EOFError, RuntimeError, ValueError) as err:
         raise damaged(path, reason(err)) from None
-    problem = checkpoint_problem(state, names)
+    problem = checkpoint_problem(state, names, agent)
     if problem:
         raise damaged(path, problem)
     return state
@@ -206,8 +246,7 @@ def restore(run_dirs: list[str], states: list[dict], agent, rollouts=None) -> No
 
 def kept_rows(path: str, step: int, columns: list[str] | None) -> list[list[str]] | None:
     """A log's header and its rows up to `step` (a row cut short by a failed write dropped); None if empty."""
-    with open(path, newline="", encoding="utf-8", opener=no_follow) as f:
-        rows = list(csv.reader(f))
+    rows = list(csv.reader(io.StringIO(read_text(path, follow=False), newline="")))
     if not rows:
         return None
     header, *body = rows
@@ -221,8 +260,8 @@ def kept_rows(path: str, step: int, columns: list[str] | None) -> list[list[str]
 def truncate_logs(run_dir: str, step: int, columns: dict[str, list[str]]) -> None:
     """Drop the CSV rows logged after `step` (the checkpoint's), so a resumed run appends where it left off.
 
-    columns: each log's columns as this code writes them, where known before training (train.csv's are
-    what the update returns, checked when its first row is appended); a log with another header is refused.
+    columns: each log's columns as this code writes them (logs.progress_columns, logs.train_columns); a log
+    with another header is refused.
     """
     for name in LOGS:
         path = os.path.join(run_dir, name)

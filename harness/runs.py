@@ -7,6 +7,7 @@ checkpoints. Bad input stops here with one line (exit 2), before anything is tra
 """
 import contextlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -28,7 +29,8 @@ from data_checks import DatasetError, check_dataset_id
 from dynamics import termination_rule
 from mopo import ModelRollouts, real_rows
 from harness.files import header_of
-from utils import (ReplayBuffer, behaviour_return, discounted_returns, episode_returns,
+from harness.logs import train_columns
+from utils import (ReplayBuffer, reason, behaviour_return, discounted_returns, episode_returns,
                    get_buffer_and_environments_for_task, top_episodes)
 
 Agent = TD3Agent | BCAgent | IQLAgent
@@ -108,7 +110,12 @@ def make_agent(cfgs: list[RunConfig], buffer: ReplayBuffer, env: gym.Env, device
     if cfgs[0].agent == "bc":
         return BCAgent(*shape, td3, seeds, device)
     if cfgs[0].agent == "iql":
-        scale = advantage_scale(episode_returns(buffer))
+        returns = episode_returns(buffer)
+        scale = advantage_scale(returns)
+        if returns.max() - returns.min() <= 1e-6:  # the paper's 1000 / (max - min) has nothing to divide by
+            warn(f"its {len(returns)} episodes all return {returns[0]:.6g}: IQL's advantage scale 1000 / (max - min "
+                 f"episode return) is undefined; the advantages are left unscaled (scale 1)")
+            scale = 1.0
         return IQLAgent(*shape, td3, [c.iql for c in cfgs], seeds, device, advantage_scale=scale)
     mopo = cfgs[0].mopo
     real = real_rows(mopo.real_ratio, td3[0].batch_size) if mopo.rollout_length else None
@@ -140,6 +147,15 @@ def fitted_models(cfg: RunConfig, buffer: ReplayBuffer, env: gym.Env, launch: La
     return dynamics, behaviour, paths
 
 
+def least_percent(episodes: int) -> float:
+    """The smallest --bc_top_percent of 3 significant digits that keeps one of `episodes` (as top_episodes counts)."""
+    digits = 2 - math.floor(math.log10(100 / episodes))
+    percent = math.ceil(100 / episodes * 10 ** digits) / 10 ** digits
+    while int(percent / 100 * episodes) < 1:  # 100 / 3 = 33.4 at 3 digits; float rounding may need one more step
+        percent = round(percent + 10 ** -digits, digits)
+    return percent
+
+
 def training_buffer(buffer: ReplayBuffer, cfg: RunConfig) -> tuple[ReplayBuffer, dict]:
     """The transitions the agent trains on: all, or with --bc_top_percent the top episodes; and what was kept."""
     ref_min, ref_max = buffer.references
@@ -150,7 +166,7 @@ def training_buffer(buffer: ReplayBuffer, cfg: RunConfig) -> tuple[ReplayBuffer,
     kept = top_episodes(buffer, cfg.bc_top_percent)
     if len(kept) == 0:
         raise fail(f"--bc_top_percent {cfg.bc_top_percent:g} keeps none of the dataset's {len(buffer.episode_ends)} "
-                   f"episodes; give at least {100 / len(buffer.episode_ends):.3g}")
+                   f"episodes; give at least {least_percent(len(buffer.episode_ends)):g}")
     return kept, whole | {"bc_top_percent_episodes": len(kept.episode_ends), "bc_top_percent_transitions": len(kept)}
 
 
@@ -229,12 +245,17 @@ def reopen(run_dir: str, given: dict, held: contextlib.ExitStack, names: tuple[s
         check_dataset_id(cfg.dataset)
     except DatasetError as err:
         raise fail(f"{os.path.join(run_dir, run_folder.CONFIG)}: --dataset: {err}") from None
-    return cfg, meta, run_folder.read_checkpoint(run_dir, names)
+    return cfg, meta, run_folder.read_checkpoint(run_dir, names, cfg.agent)
 
 
 def train_metrics(run_dir: str) -> tuple[str, ...]:
     """The metrics of the run's train.csv header (the names its checkpoint's metric sums may hold)."""
-    header = header_of(os.path.join(run_dir, "train.csv")) or ["step"]
+    path = os.path.join(run_dir, "train.csv")
+    try:
+        header = header_of(path) or ["step"]
+    except (OSError, ValueError) as err:  # a FIFO or folder there, or not UTF-8
+        raise run_folder.RunFolderError(f"--resume: {path} cannot be read ({reason(err)}); repair or delete it, "
+                                        f"then resume again") from None
     return tuple(header[1:])
 
 
@@ -285,7 +306,10 @@ def resume(launch: LaunchConfig, given: dict, held: contextlib.ExitStack,
     for run_dir, meta in zip(dirs, metas):
         run_folder.check_dataset(run_dir, meta, group.data_kept["dataset_transitions"],
                                  group.data_kept["dataset_fingerprint"])
+        run_folder.check_kept(run_dir, meta, group.data_kept)
     run_folder.restore(dirs, checkpoints, group.agent, group.rollouts)
+    for run_dir, checkpoint in zip(dirs, checkpoints):
+        run_folder.check_code(run_dir, checkpoint, run_folder.written_by(group.cfg.agent, group.agent))
     restore_sums(group, checkpoints)
     group.step, group.elapsed = checkpoints[0]["step"], checkpoints[0]["elapsed"]
     for run, run_dir, meta, checkpoint in zip(group.runs, dirs, metas, checkpoints):
@@ -293,7 +317,8 @@ def resume(launch: LaunchConfig, given: dict, held: contextlib.ExitStack,
         for name in ("last_return", "best_return", "best_step"):
             setattr(run, name, checkpoint[name])
         run.saved_step = group.step
-        run_folder.truncate_logs(run.dir, group.step, {"progress.csv": progress_columns(group)})
+        run_folder.truncate_logs(run.dir, group.step, {"progress.csv": progress_columns(group),
+                                                       "train.csv": train_columns(group.agent, group.rollouts)})
         run_folder.record_length(run.dir, meta, run.cfg)
         print(f"resuming {run.dir} at step {group.step} of {run.cfg.total_steps}")
     return group

@@ -4,11 +4,11 @@ ones reached (final return, BC distance, dataset Q against the Monte-Carlo retur
 Only finished runs give numbers: a run that diverged or stopped early (a worker killed, a sweep stopped)
 is counted, never shown as a final return. Reads the run folders as plot.py does (run_data.py).
 """
-import csv
 import os
 
 import numpy as np
 
+from harness.files import csv_text, write_text
 from harness.run_data import PlotError, Run, load_runs, split_copies, statuses
 
 TABLE_COLUMNS = ["bc_weight", "seeds", "finished", "diverged", "stopped_early", "final_return_mean",
@@ -85,10 +85,9 @@ def table_text(table: list[dict]) -> str:
 
 
 def write_table(sweep_dir: str, table: list[dict]) -> str:
-    """sweep.csv in the sweep folder (blank cells where there is no number); returns its path."""
+    """sweep.csv in the sweep folder (blank cells where there is no number), atomically, through no link; its path.
+
+    A RunFolderError says what could not be written."""
     path = os.path.join(sweep_dir, "sweep.csv")
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, TABLE_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(table)
+    write_text(path, csv_text(TABLE_COLUMNS, table))
     return path

@@ -66,14 +66,16 @@ def test_a_checkpoint_loads_with_weights_only_and_restores_the_agent_and_its_gen
     agent = make_agent(0)
     agent.update(*(t[None] for t in (torch.rand(4, 3), torch.rand(4, 1), torch.rand(4), torch.rand(4, 3),
                                      torch.ones(4))))  # Adam now holds moments, part of the state
-    run_folder.save_checkpoint(str(tmp_path), PROGRESS, agent.members.state_dicts(agent)[0])
+    progress = PROGRESS | {"step": 1, "best_step": 1}  # one update: the checkpoint's step is its update count
+    run_folder.save_checkpoint(str(tmp_path), progress | {"written_by": run_folder.written_by("td3", agent)},
+                               agent.members.state_dicts(agent)[0])
     expected = agent.members.rand(2).tolist()  # the draws the run would make next
     torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # no allow-list needed
     state = run_folder.read_checkpoint(str(tmp_path))
     other = make_agent(1)
     run_folder.restore([str(tmp_path)], [state], other)
     assert other.members.rand(2).tolist() == expected
-    assert {k: state[k] for k in PROGRESS} == PROGRESS
+    assert {k: state[k] for k in PROGRESS} == progress
     for mine, theirs in zip(other.critic.parameters(), agent.critic.parameters()):
         assert torch.equal(mine, theirs)
     assert torch.equal(other.critic_opt.state_dict()["state"][0]["exp_avg"],

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import config
 from harness import run_folder
 from harness import sweep_table
 import runner
@@ -66,7 +65,7 @@ def test_a_group_run_again_resumes_its_begun_runs_and_restarts_those_without_a_c
     run = {"dataset": DATASET_ID, "batch_size": 32, "hidden": [32, 32], "eval_episodes": 1, "device": "cpu",
            "video_every": 0, "threads": 1, "total_steps": 40, "eval_every": 10, "results_dir": str(results)}
     # a killed process left seed 0 at its checkpoint of step 20 and seed 1 with no checkpoint at all
-    assert runner.main(config.command_line(run | {"seed": 0, "total_steps": 20})) == 0
+    assert runner.run_group([run | {"seed": 0, "total_steps": 20}]) == 0
     (begun,) = os.listdir(results)
     meta = json.loads((results / begun / "config.json").read_text())
     json.dump(meta | {"flags": meta["flags"] | {"total_steps": 40}}, open(results / begun / "config.json", "w"))
