@@ -3,6 +3,7 @@ estimated wall-clock of the Results set.
 
     MINARI_DATASETS_PATH=../shared/minari python benchmarks/bench.py --threads 1 --members 1 3 4 6
     MINARI_DATASETS_PATH=../shared/minari python benchmarks/bench.py --against HEAD~1
+    MINARI_DATASETS_PATH=../shared/minari python benchmarks/bench.py --new_methods --threads 1
 
 The first times loading the dataset into the replay buffer, then the update step of TD3, TD3+BC
 (bc_weight 10), CQL (cql_alpha 5; uniform and policy actions), CQL with uniform actions only, TD3
@@ -13,7 +14,8 @@ plain torch.bmm calls on the same shapes (no bias, ReLU, loss, optimizer or Pyth
 Then BC's and IQL's updates/s over TD3+BC's, against issue 22's targets. Last, from 1-thread
 timings of the update and of an evaluation, the estimated wall-clock of the Results set (estimate.py).
 The second times this tree's update step of the TD3 methods against the one of git revision REV,
-in one process, at M = 1 and 3 (--members).
+in one process, at M = 1 and 3 (--members). The third times the model-based and SPOT updates
+against TD3+BC's, and the dynamics fit (new_methods.py).
 """
 import argparse
 import dataclasses
@@ -36,6 +38,7 @@ from td3_agent import TD3Config  # noqa: E402
 from utils import DatasetError, ReplayBuffer, dataset_to_buffer, load_dataset  # noqa: E402
 
 import estimate  # noqa: E402  (benchmarks/estimate.py, and so on)
+import new_methods  # noqa: E402
 from against import bench_against, load_against  # noqa: E402
 from roofline import actor_period, roofline_calls, update_gflop, update_matmuls  # noqa: E402
 from timing import seconds_per_call, updater, window_steps  # noqa: E402
@@ -206,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help=f"torch CPU threads for the update table (default: torch's choice, "
                              f"{torch.get_num_threads()} here); the estimate always times at 1 thread")
+    parser.add_argument("--new_methods", action="store_true",
+                        help="instead: the model-based (MOPO) and SPOT updates against TD3+BC's, and the dynamics "
+                             "fit's speed (new_methods.py), at each --members (default: 1 3)")
     parser.add_argument("--against", metavar="REV", default=None,
                         help="instead: this tree's update step of TD3, TD3+BC, CQL, CQL uniform-only and TD3 "
                              "with LayerNorm against the one of git revision REV (e.g. HEAD~1), at each --members, "
@@ -239,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.members is None:
-        args.members = [1, 3] if args.against is not None else [1, 3, 6]
+        args.members = [1, 3] if args.against is not None or args.new_methods else [1, 3, 6]
     given = {"batch_size": [args.batch_size], "rounds": [args.rounds], "hidden": args.hidden,
              "members": args.members, "threads": [] if args.threads is None else [args.threads]}
     for flag, values in given.items():
@@ -258,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     print(f"device: cpu, torch {torch.__version__}, {torch.get_num_threads()} thread(s); batch {args.batch_size}, "
           f"hidden {'-'.join(map(str, args.hidden))}, policy delay {TD3Config().policy_delay}; {args.rounds} rounds")
+    if args.new_methods:
+        new_methods.run(dataset_to_buffer(dataset, torch.device("cpu")), dataset.recover_environment(eval_env=True),
+                        sorted(set(args.members)), args.rounds)
+        return 0
     if old is None:
         run_benchmark(args, dataset)
         return 0
