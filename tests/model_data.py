@@ -7,6 +7,7 @@ uncertainty and the behaviour VAE's density must both see.
 import gymnasium as gym
 import minari
 import numpy as np
+import pytest
 import torch
 from minari.data_collector import EpisodeBuffer
 
@@ -14,7 +15,7 @@ import behaviour_vae
 import dynamics
 from behaviour_vae import VAEConfig
 from dynamics import DynamicsConfig
-from utils import ReplayBuffer
+from utils import ReplayBuffer, dataset_to_buffer
 
 NARROW_ID = "test/hopper/narrow-v0"
 NOISE = 0.2
@@ -49,6 +50,13 @@ def write_narrow_dataset(episodes: int = 40) -> minari.MinariDataset:
                                               algorithm_name="a fixed action plus noise", author="tests",
                                               author_email="tests@localhost", code_permalink="tests/model_data.py",
                                               description="narrow test dataset")
+
+
+def narrow_buffer(folder) -> ReplayBuffer:
+    """The narrow dataset, written under `folder` (a MINARI_DATASETS_PATH of its own), as a replay buffer."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MINARI_DATASETS_PATH", str(folder))
+        return dataset_to_buffer(write_narrow_dataset(), torch.device("cpu"))
 
 
 def fit_dynamics(buffer: ReplayBuffer, cfg: DynamicsConfig = SMALL_DYNAMICS) -> tuple[dynamics.DynamicsEnsemble,

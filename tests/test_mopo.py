@@ -8,11 +8,9 @@ import torch
 
 import dynamics
 import mopo
-from model_data import BEHAVIOUR_ACTION, SMALL_DYNAMICS, fit_dynamics, write_narrow_dataset
+from model_data import BEHAVIOUR_ACTION, SMALL_DYNAMICS, fit_dynamics, narrow_buffer
 from mopo import MOPOConfig, ModelRollouts
-from networks import Members
 from td3_agent import TD3Agent, TD3Config
-from utils import dataset_to_buffer
 
 LOW, HIGH = -np.ones(3, dtype=np.float32), np.ones(3, dtype=np.float32)
 
@@ -20,9 +18,7 @@ LOW, HIGH = -np.ones(3, dtype=np.float32), np.ones(3, dtype=np.float32)
 @pytest.fixture(scope="module")
 def narrow(tmp_path_factory):
     """The narrow dataset's buffer, a small ensemble fitted to it, and the fit's rows (fitted once per module)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MINARI_DATASETS_PATH", str(tmp_path_factory.mktemp("minari")))
-        buffer = dataset_to_buffer(write_narrow_dataset(), torch.device("cpu"))
+    buffer = narrow_buffer(tmp_path_factory.mktemp("minari"))
     model, rows = fit_dynamics(buffer)
     return buffer, model, rows
 

@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from model_data import BEHAVIOUR_ACTION, fit_vae, write_narrow_dataset
+from model_data import BEHAVIOUR_ACTION, fit_vae, narrow_buffer
 from td3_agent import TD3Agent, TD3Config
-from utils import dataset_to_buffer
 
 LOW, HIGH = -np.ones(3, dtype=np.float32), np.ones(3, dtype=np.float32)
 
@@ -15,9 +14,7 @@ LOW, HIGH = -np.ones(3, dtype=np.float32), np.ones(3, dtype=np.float32)
 @pytest.fixture(scope="module")
 def narrow(tmp_path_factory):
     """The narrow dataset's buffer and a small VAE fitted to it (once per module)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MINARI_DATASETS_PATH", str(tmp_path_factory.mktemp("minari")))
-        buffer = dataset_to_buffer(write_narrow_dataset(), torch.device("cpu"))
+    buffer = narrow_buffer(tmp_path_factory.mktemp("minari"))
     return buffer, fit_vae(buffer)
 
 
