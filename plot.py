@@ -40,9 +40,10 @@ from harness.summary import (PlotError, Run, completion, csv_columns, group_runs
 
 SYMLOG_DECADES = 3  # an "auto" axis whose |values| span more orders of magnitude than this turns log (symlog if signed)
 LOG_DECADES = 1  # a "log" axis (squared losses) stays linear unless its values span more than this
-SEED_WIDTH, MEAN_WIDTH = 0.7, 2.0
-# series sharing a panel (q1, q2, target_q often coincide): a style each, the widest drawn first, so every one shows
-SERIES_STYLES = (("-", 3.2), ("--", 2.2), (":", 2.4), ("-.", 1.4))
+SEED_WIDTH, MEAN_WIDTH = 0.7, 2.6
+# series sharing a panel (q1, q2, target_q often coincide; so may two methods' Q): a style each, solid and widest
+# first, so that every one shows where they coincide
+SERIES_STYLES = (("-", MEAN_WIDTH), ("--", 2.0), (":", 2.2), ("-.", 1.4))
 MAX_COLOURED = 10  # configurations in colour; beyond, the best by final return, the others thin grey means
 OTHERS_COLOUR = (0.55, 0.55, 0.55, 0.45)
 LABEL_WIDTH, TITLE_WIDTH = 40, 46  # characters per line of a legend label, of a panel title; longer ones wrap
@@ -54,7 +55,7 @@ BOTH_CRITICS = "summed over both critics"
 RETURN_PANELS = (("eval_return_mean (undiscounted episode return)", ("eval_return_mean",), "linear"),)
 Q_PANELS = (("dataset_q: mean Q1(s, a) on 1,000 dataset pairs; grey: their Monte-Carlo return", ("dataset_q",),
              "auto"),)
-DIAGNOSTIC_PANELS = (("bc_distance: E||a - mu(s)||^2 on the same pairs", ("bc_distance",), "auto"),)
+DIAGNOSTIC_PANELS = (("bc_distance: E||a - mu(s)||^2 on 1,000 dataset pairs", ("bc_distance",), "auto"),)
 TRAIN_PANELS = (("q1, q2, target_q (batch mean)", ("q1", "q2", "target_q"), "auto"),
                 ("td_loss, critic_loss = td_loss + cql_alpha * cql_penalty (one line without CQL)",
                  ("td_loss", "critic_loss"), "log"),
@@ -173,6 +174,11 @@ def set_scale(ax: Axes, drawn: list[np.ndarray], scale: str) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+def style_of(colours: dict[str, tuple], label: str) -> tuple[str, float]:
+    """A coloured group's line style and width: the groups in turn take SERIES_STYLES' styles."""
+    return SERIES_STYLES[list(colours).index(label) % len(SERIES_STYLES)]
+
+
 def draw_panel(ax: Axes, groups: dict[str, list[Run]], table: str, panel: tuple, colours: dict[str, tuple] | None,
                references: dict[str, list[Reference]]) -> list[Line2D]:
     """One panel's curves: a colour per group (groups `colours` leaves out: thin grey means), or without `colours`
@@ -186,7 +192,7 @@ def draw_panel(ax: Axes, groups: dict[str, list[Run]], table: str, panel: tuple,
             if colours is None:
                 drawn += draw_seeds(ax, curves, metric_colour(i), SERIES_STYLES[i % len(SERIES_STYLES)])
             elif label in colours:
-                drawn += draw_seeds(ax, curves, colours[label])
+                drawn += draw_seeds(ax, curves, colours[label], style_of(colours, label))
             elif curves:
                 others.append(mean_curve(curves))
                 drawn.append(others[-1][1])
@@ -235,7 +241,8 @@ def grid_figure(title: str, groups: dict[str, list[Run]], table: str, panels: tu
     for ax, panel in zip(axes, present):
         reference_lines |= {line.get_label(): line for line in draw_panel(ax, groups, table, panel, colours,
                                                                           references or {})}
-    handles = [Line2D([], [], color=colours[label], linewidth=MEAN_WIDTH, label=legend_label(label, runs))
+    handles = [Line2D([], [], color=colours[label], linestyle=style_of(colours, label)[0],
+                      linewidth=style_of(colours, label)[1], label=legend_label(label, runs))
                for label, runs in groups.items() if label in colours] if colours else []
     if colours and len(colours) < len(groups):
         handles.append(Line2D([], [], color=OTHERS_COLOUR, linewidth=SEED_WIDTH, label=wrap(
