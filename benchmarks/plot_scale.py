@@ -6,15 +6,14 @@
 The folders are as runner.py writes them (tests/fake_runs.py's columns and flags): each configuration a
 different (bc_weight, cql_alpha) pair, --seeds seeds each, 11 evaluations and 100 train.csv rows per run
 (a 100,000-step run at the defaults). plot.py runs as a child process, `python plot.py FOLDER --out OUT`;
-the time is its wall-clock, the memory its peak resident set (ru_maxrss of the child). With --against the
-two trees alternate, --rounds times each, on the same folders; the figures are medians.
+the time is its wall-clock, the memory its peak resident set (VmHWM, read every 0.2 s). With --against the
+two trees alternate, --rounds times each, on the same folders; a run past --limit seconds is stopped and
+reported as such, with the figures it had written.
 """
 import argparse
 import csv
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,17 +68,34 @@ def tree_of(rev: str, into: str) -> str:
     return into
 
 
-def time_plot(tree: str, runs: str, out: str) -> tuple[float, float]:
-    """(seconds, peak MB) of `python plot.py runs --out out` in tree, as a child of its own."""
-    script = ("import resource, subprocess, sys, time; start = time.perf_counter(); "
-              "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
-              "print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)")
-    done = subprocess.run([sys.executable, "-c", script, sys.executable, "plot.py", runs, "--out", out], cwd=tree,
-                          capture_output=True, text=True, check=True, env=os.environ | {"MPLBACKEND": "Agg"})
-    seconds, peak_kb, code = done.stdout.split()
-    if code != "0":
-        raise RuntimeError(f"plot.py in {tree} exited with {code}")
-    return float(seconds), float(peak_kb) / 1024
+def peak_mb(pid: int) -> float:
+    """The peak resident set of a live process so far (VmHWM in /proc/<pid>/status), in MB."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(float(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+
+
+def time_plot(tree: str, runs: str, out: str, limit: float) -> tuple[float, float, float, bool]:
+    """(seconds, CPU seconds, peak MB, finished) of `python plot.py runs --out out` in tree; stopped after `limit`
+    seconds. The CPU seconds (user + system) depend less than the wall-clock on what else the machine runs."""
+    start = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "plot.py", runs, "--out", out], cwd=tree, stdout=subprocess.DEVNULL,
+                             env=os.environ | {"MPLBACKEND": "Agg"})
+    peak, finished = 0.0, False
+    while not finished and time.perf_counter() - start < limit:
+        try:
+            peak = max(peak, peak_mb(child.pid))
+        except (OSError, StopIteration):  # it is ending
+            pass
+        time.sleep(0.2)
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)  # reaps it once it ended: its CPU time comes with it
+        finished = pid != 0
+    if not finished:
+        child.kill()
+        _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = status  # reaped here, not by Popen
+    if finished and status != 0:
+        raise RuntimeError(f"plot.py in {tree} exited with status {status}")
+    return time.perf_counter() - start, usage.ru_utime + usage.ru_stime, peak, finished
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=1, help="seeds per configuration (default 1)")
     parser.add_argument("--rounds", type=int, default=1, help="times each tree runs plot.py (default 1)")
     parser.add_argument("--against", metavar="REV", default=None, help="a git revision whose plot.py runs too")
+    parser.add_argument("--limit", type=float, default=900.0, help="seconds after which plot.py is stopped and its "
+                                                                   "figures so far reported (default 900)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -98,13 +116,14 @@ def main(argv: list[str] | None = None) -> int:
         trees = {"this tree": REPO}
         if args.against:
             trees[args.against] = tree_of(args.against, tempfile.mkdtemp(dir=tmp))
-        results = {name: [] for name in trees}
         for i in range(args.rounds):
             for name, tree in trees.items():
-                results[name].append(time_plot(tree, os.path.join(tmp, "runs"), os.path.join(tmp, f"out-{i}")))
-        for name, figures in results.items():
-            seconds, peak = statistics.median(s for s, _ in figures), statistics.median(m for _, m in figures)
-            print(f"{name}: plot.py {seconds:.1f} s, peak {peak:.0f} MB (median of {len(figures)})")
+                seconds, cpu, peak, finished = time_plot(tree, os.path.join(tmp, "runs"), os.path.join(tmp, f"out-{name}"),
+                                                    args.limit)
+                figures = len(os.listdir(os.path.join(tmp, f"out-{name}"))) - 1  # the PNGs, not summary.csv
+                print(f"{name}: plot.py {'' if finished else 'stopped after '}{seconds:.1f} s ({cpu:.1f} CPU s), peak "
+                      f"{peak:.0f} MB"
+                      f"{'' if finished else ' so far'}, {figures} figures written (round {i + 1})", flush=True)
     return 0
 
 
