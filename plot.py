@@ -12,7 +12,7 @@ return of the dataset pairs beside their Q. The figures hold what a student comp
 hold the rest (NOT_PANELS), and a column no panel names (a new metric) gets a panel of its own; a
 training metric that stayed constant gets none (the title gives its value). Past MAX_COLOURED
 configurations, the best by final return are in colour and the others thin grey lines, and only the
-coloured ones get a figure of their own. The summary table (summary.py) gives each group's
+best MAX_OWN_FIGURES get a figure of their own. The summary table (summary.py) gives each group's
 interquartile mean (IQM) over seeds with a 95% percentile-bootstrap interval.
 """
 import argparse
@@ -45,6 +45,7 @@ SEED_WIDTH, MEAN_WIDTH = 0.7, 2.6
 # first, so that every one shows where they coincide
 SERIES_STYLES = (("-", MEAN_WIDTH), ("--", 2.0), (":", 2.2), ("-.", 1.4))
 MAX_COLOURED = 10  # configurations in colour; beyond, the best by final return, the others thin grey means
+MAX_OWN_FIGURES = 3  # past MAX_COLOURED configurations, the best this many get a training_curves_<label>.png
 OTHERS_COLOUR = (0.55, 0.55, 0.55, 0.45)
 LABEL_WIDTH, TITLE_WIDTH = 40, 46  # characters per line of a legend label, of a panel title; longer ones wrap
 STEP_LABEL = "training step (gradient updates)"
@@ -310,36 +311,41 @@ def behaviour_lines(groups: dict[str, list[Run]], behaviour_return: float | None
                      for m in metas if isinstance(m.get("behaviour_return_mean"), (int, float))])
 
 
+def best(groups: dict[str, list[Run]], count: int) -> list[str]:
+    """The labels of the `count` groups of highest final return (the mean over seeds of each one's last
+    evaluation), in the groups' order."""
+    final = {label: mean_of_last(runs, "eval_return_mean") for label, runs in groups.items()}
+    ranked = sorted(groups, key=lambda label: -math.inf if final[label] is None else final[label], reverse=True)
+    return [label for label in groups if label in ranked[:count]]
+
+
 def coloured(groups: dict[str, list[Run]]) -> dict[str, tuple]:
-    """A colour for each group, or with more than MAX_COLOURED groups for the best MAX_COLOURED by final return
-    (the mean over seeds of each one's last evaluation): hundreds of colours tell nothing apart."""
-    shown = list(groups)
-    if len(groups) > MAX_COLOURED:
-        final = {label: mean_of_last(runs, "eval_return_mean") for label, runs in groups.items()}
-        best = sorted(groups, key=lambda label: -math.inf if final[label] is None else final[label], reverse=True)
-        shown = [label for label in groups if label in best[:MAX_COLOURED]]
+    """A colour for each group, or past MAX_COLOURED groups for the best MAX_COLOURED by final return: hundreds
+    of colours tell nothing apart."""
     cmap = matplotlib.colormaps["tab10"]
-    return {label: cmap(i % cmap.N) for i, label in enumerate(shown)}
+    return {label: cmap(i % cmap.N) for i, label in enumerate(best(groups, MAX_COLOURED))}
 
 
-def figure_makers(groups: dict[str, list[Run]], behaviour_return: float | None) -> dict[str, Callable[[], Figure | None]]:
+def figure_makers(groups: dict[str, list[Run]],
+                  behaviour_return: float | None) -> dict[str, Callable[[], Figure | None]]:
     """File name -> what makes that figure: returns, q_values, diagnostics, the training curves across
-    configurations, and each coloured configuration's own (one at a time: a figure is large)."""
+    configurations, and each configuration's own (past MAX_COLOURED, the best MAX_OWN_FIGURES' alone): each
+    made when it is written, one at a time, a figure being large."""
     colours = coloured(groups)
-    best = f": the {len(colours)} best by final return in colour" if len(colours) < len(groups) else ""
+    which = f": the {len(colours)} best by final return in colour" if len(colours) < len(groups) else ""
     mc_returns = distinct([(float(f"{v:.4g}"), f"MC return of the dataset pairs = {v:.4g}")
                            for runs in groups.values() for run in runs for v in run.progress.get("mc_return", [])])
     makers = {
-        "returns.png": lambda: grid_figure(f"Evaluation return{best}", groups, "progress", RETURN_PANELS, colours,
+        "returns.png": lambda: grid_figure(f"Evaluation return{which}", groups, "progress", RETURN_PANELS, colours,
                                            {"eval_return_mean": behaviour_lines(groups, behaviour_return)}),
-        "q_values.png": lambda: grid_figure("Q on the dataset's pairs against their Monte-Carlo return" + best, groups,
+        "q_values.png": lambda: grid_figure("Q on the dataset's pairs against their Monte-Carlo return" + which, groups,
                                             "progress", Q_PANELS, colours, {"dataset_q": mc_returns}),
-        "diagnostics.png": lambda: grid_figure("Diagnostics" + best, groups, "progress", with_unknown(
+        "diagnostics.png": lambda: grid_figure("Diagnostics" + which, groups, "progress", with_unknown(
             DIAGNOSTIC_PANELS, groups, "progress", RETURN_PANELS + Q_PANELS), colours),
         "training_curves.png": lambda: training_figure(
-            f"Training curves (train.csv: means over log_every updates){best}; each configuration's own figure has "
+            f"Training curves (train.csv: means over log_every updates){which}; each configuration's own figure has "
             f"every metric", groups, TRAIN_OVERVIEW_PANELS, colours, TRAIN_PANELS)}
-    for label in colours:
+    for label in best(groups, MAX_OWN_FIGURES) if len(colours) < len(groups) else groups:
         makers[f"training_curves_{file_safe(label)}.png"] = (lambda label=label: training_figure(
             f"Training curves: {legend_label(label, groups[label])}", {label: groups[label]}, TRAIN_PANELS))
     return makers

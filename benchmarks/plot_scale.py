@@ -118,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             trees[args.against] = tree_of(args.against, tempfile.mkdtemp(dir=tmp))
         for i in range(args.rounds):
             for name, tree in trees.items():
-                seconds, cpu, peak, finished = time_plot(tree, os.path.join(tmp, "runs"), os.path.join(tmp, f"out-{name}"),
-                                                    args.limit)
-                figures = len(os.listdir(os.path.join(tmp, f"out-{name}"))) - 1  # the PNGs, not summary.csv
+                out = os.path.join(tmp, f"out-{name}")
+                seconds, cpu, peak, finished = time_plot(tree, os.path.join(tmp, "runs"), out, args.limit)
+                figures = len(os.listdir(out)) - 1  # the PNGs, not summary.csv
                 print(f"{name}: plot.py {'' if finished else 'stopped after '}{seconds:.1f} s ({cpu:.1f} CPU s), peak "
                       f"{peak:.0f} MB"
                       f"{'' if finished else ' so far'}, {figures} figures written (round {i + 1})", flush=True)
