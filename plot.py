@@ -47,6 +47,8 @@ SERIES_STYLES = (("-", MEAN_WIDTH), ("--", 2.0), (":", 2.2), ("-.", 1.4))
 MAX_COLOURED = 10  # configurations in colour; beyond, the best by final return, the others thin grey means
 MAX_OWN_FIGURES = 3  # past MAX_COLOURED configurations, the best this many get a training_curves_<label>.png
 OTHERS_COLOUR = (0.55, 0.55, 0.55, 0.45)
+# tab10 without its grey (the grey of the other configurations and of the reference lines), then black
+GROUP_COLOURS = (*(matplotlib.colormaps["tab10"](i) for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)), (0.0, 0.0, 0.0, 1.0))
 LABEL_WIDTH, TITLE_WIDTH = 40, 46  # characters per line of a legend label, of a panel title; longer ones wrap
 STEP_LABEL = "training step (gradient updates)"
 CAPTION = "thin: each seed, bold: mean over the steps all seeds reached, band: min-max over seeds"
@@ -322,8 +324,7 @@ def best(groups: dict[str, list[Run]], count: int) -> list[str]:
 def coloured(groups: dict[str, list[Run]]) -> dict[str, tuple]:
     """A colour for each group, or past MAX_COLOURED groups for the best MAX_COLOURED by final return: hundreds
     of colours tell nothing apart."""
-    cmap = matplotlib.colormaps["tab10"]
-    return {label: cmap(i % cmap.N) for i, label in enumerate(best(groups, MAX_COLOURED))}
+    return {label: GROUP_COLOURS[i % len(GROUP_COLOURS)] for i, label in enumerate(best(groups, MAX_COLOURED))}
 
 
 def figure_makers(groups: dict[str, list[Run]],
@@ -343,7 +344,7 @@ def figure_makers(groups: dict[str, list[Run]],
         "diagnostics.png": lambda: grid_figure("Diagnostics" + which, groups, "progress", with_unknown(
             DIAGNOSTIC_PANELS, groups, "progress", RETURN_PANELS + Q_PANELS), colours),
         "training_curves.png": lambda: training_figure(
-            f"Training curves (train.csv: means over log_every updates){which}; each configuration's own figure has "
+            f"Training curves (train.csv: means over log_every updates){which}; training_curves_<label>.png has "
             f"every metric", groups, TRAIN_OVERVIEW_PANELS, colours, TRAIN_PANELS)}
     for label in best(groups, MAX_OWN_FIGURES) if len(colours) < len(groups) else groups:
         makers[f"training_curves_{file_safe(label)}.png"] = (lambda label=label: training_figure(
