@@ -9,9 +9,8 @@ axis and so stay one value per member, (M,); a step minimises their sum, whose g
 m's weights is member m's own loss's gradient. Slice m only ever meets member m's inputs, so
 members share no gradients; with Adam, which is element-wise, each trains exactly as if alone.
 A single run is M = 1. `Members` (below) holds the rest of what M runs need: a random generator
-per member, per-member values, and checkpoints cut into one file per member.
+per member, per-member values (td3_agent.MemberWeights), and checkpoints cut into one file per member.
 """
-import dataclasses
 import math
 from collections.abc import Callable
 
@@ -131,16 +130,6 @@ class Members:
     def __init__(self, seeds: list[int], device: torch.device):
         self.count, self.device = len(seeds), device
         self.generators = [torch.Generator(device).manual_seed(seed) for seed in seeds]
-
-    def config(self, configs: list, varying: tuple[str, ...]):
-        """The members' shared config, where each field in `varying` holds one value per member, (M,).
-
-        So `cfg.bc_weight * bc_loss` weighs each member's loss by its own weight. A word ('auto')
-        the members all share stays a word.
-        """
-        values = {name: [getattr(c, name) for c in configs] for name in varying}
-        return dataclasses.replace(configs[0], **{name: v[0] if isinstance(v[0], str) else self.values(v)
-                                                  for name, v in values.items()})
 
     def values(self, values: list[float]) -> torch.Tensor:
         """One value per member as an (M,) tensor on the device."""

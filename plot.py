@@ -5,12 +5,15 @@
 
 Runs are read and grouped into configurations by summary.py (seeds of one configuration together,
 labelled by runner.py's label or the flags that differ). Each seed is a thin line, the mean over
-seeds bold, the band the min-max over seeds; a curve of one point is a marker. Grey lines: the
-behaviour policy's return (config.json's, from the dataset) beside the evaluation return, the
-Monte-Carlo return of the dataset pairs beside their Q. Every column of the CSV files gets a panel,
-those named below in shared ones; a training metric that stayed constant gets none (the title gives
-its value). The summary table (summary.py) gives each group's interquartile mean (IQM) over seeds
-with a 95% percentile-bootstrap interval.
+seeds bold, the band the min-max over seeds; a curve of one point is a marker; series sharing a panel
+each have a line style of their own, so that coinciding ones all show. Grey lines: the behaviour
+policy's return (config.json's, from the dataset) beside the evaluation return, the Monte-Carlo
+return of the dataset pairs beside their Q. The figures hold what a student compares; the CSV files
+hold the rest (NOT_PANELS), and a column no panel names (a new metric) gets a panel of its own; a
+training metric that stayed constant gets none (the title gives its value). Past MAX_COLOURED
+configurations, the best by final return are in colour and the others thin grey lines, and only the
+best MAX_OWN_FIGURES get a figure of their own. The summary table (summary.py) gives each group's
+interquartile mean (IQM) over seeds with a 95% percentile-bootstrap interval.
 """
 import argparse
 import hashlib
@@ -20,36 +23,46 @@ import os
 import re
 import sys
 import textwrap
+from collections.abc import Callable
 from functools import reduce
 
 import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from harness import flags
 from harness.files import RunFolderError, csv_text, write_atomically, write_text
-from harness.summary import (SUMMARY_COLUMNS, PlotError, Run, completion, group_runs, load_runs, series, summary_rows,
-                     summary_table)
+from harness.summary import (PlotError, Run, completion, csv_columns, group_runs, load_runs, mean_of_last, series,
+                             summary_rows, summary_table)
 
-SYMLOG_DECADES = 3  # an "auto" axis whose |values| span more orders of magnitude than this turns symlog
-SEED_WIDTH, MEAN_WIDTH = 0.7, 2.0
+SYMLOG_DECADES = 3  # an "auto" axis whose |values| span more orders of magnitude than this turns log (symlog if signed)
+LOG_DECADES = 1  # a "log" axis (squared losses) stays linear unless its values span more than this
+SEED_WIDTH, MEAN_WIDTH = 0.7, 2.6
+# series sharing a panel (q1, q2, target_q often coincide; so may two methods' Q): a style each, solid and widest
+# first, so that every one shows where they coincide
+SERIES_STYLES = (("-", MEAN_WIDTH), ("--", 2.0), (":", 2.2), ("-.", 1.4))
+MAX_COLOURED = 10  # configurations in colour; beyond, the best by final return, the others thin grey means
+MAX_OWN_FIGURES = 3  # past MAX_COLOURED configurations, the best this many get a training_curves_<label>.png
+OTHERS_COLOUR = (0.55, 0.55, 0.55, 0.45)
+# tab10 without its grey (the grey of the other configurations and of the reference lines), then black
+GROUP_COLOURS = (*(matplotlib.colormaps["tab10"](i) for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)), (0.0, 0.0, 0.0, 1.0))
 LABEL_WIDTH, TITLE_WIDTH = 40, 46  # characters per line of a legend label, of a panel title; longer ones wrap
 STEP_LABEL = "training step (gradient updates)"
 CAPTION = "thin: each seed, bold: mean over the steps all seeds reached, band: min-max over seeds"
 BOTH_CRITICS = "summed over both critics"
-# (title, metrics, y-scale): "log" for squared losses, "auto" turns symlog when values span decades.
+# (title, metrics, y-scale): "log" for squared losses, "auto" turns log when values span decades.
 # A column no panel names gets one of its own (title: its name), so a new metric needs no entry here.
 RETURN_PANELS = (("eval_return_mean (undiscounted episode return)", ("eval_return_mean",), "linear"),)
-Q_PANELS = (("dataset_q: mean Q1(s, a) on dataset pairs, grey: the MC return of those pairs", ("dataset_q",), "auto"),
-            ("policy_q: mean Q1(s, mu(s)) on the same states", ("policy_q",), "auto"))
-DIAGNOSTIC_PANELS = (("bc_distance", ("bc_distance",), "auto"),
-                     ("eval_return_std (across evaluation episodes)", ("eval_return_std",), "linear"),
-                     ("time_s (wall clock)", ("time_s",), "linear"))
+Q_PANELS = (("dataset_q: mean Q1(s, a) on 1,000 dataset pairs; grey: their Monte-Carlo return", ("dataset_q",),
+             "auto"),)
+DIAGNOSTIC_PANELS = (("bc_distance: E||a - mu(s)||^2 on 1,000 dataset pairs", ("bc_distance",), "auto"),)
 TRAIN_PANELS = (("q1, q2, target_q (batch mean)", ("q1", "q2", "target_q"), "auto"),
-                ("td_loss", ("td_loss",), "log"),
-                ("critic_loss", ("critic_loss",), "log"),
+                ("td_loss, critic_loss = td_loss + cql_alpha * cql_penalty (one line without CQL)",
+                 ("td_loss", "critic_loss"), "log"),
                 ("CQL: mean Q on uniform / policy / data actions, mean of both critics",
                  ("cql_q_random", "cql_q_policy", "cql_q_data"), "auto"),
                 (f"cql_logsumexp: T logsumexp of Q over the sampled actions, {BOTH_CRITICS}", ("cql_logsumexp",),
@@ -60,13 +73,18 @@ TRAIN_PANELS = (("q1, q2, target_q (batch mean)", ("q1", "q2", "target_q"), "aut
                  ("ddpg_loss", "actor_loss"), "auto"),
                 ("bc_loss", ("bc_loss",), "log"),
                 ("bc_weight", ("bc_weight",), "auto"))
-# across configurations one panel per metric, so colour can stand for the configuration
-NOTES = {"cql_q_random": "mean of both critics", "cql_q_policy": "mean of both critics",
-         "cql_q_data": "mean of both critics", "cql_logsumexp": BOTH_CRITICS, "cql_penalty": BOTH_CRITICS,
-         "actor_loss": "ddpg_loss + bc_weight * bc_loss: ddpg_loss itself when bc_weight = 0"}
-TRAIN_METRIC_PANELS = tuple((f"{name} ({NOTES[name]})" if name in NOTES else name, (name,), scale)
-                            for _, names, scale in TRAIN_PANELS for name in names)
-NOT_PANELS = {"progress": ("step", "mc_return"), "train": ("step",)}  # mc_return: a line beside dataset_q
+# across configurations one panel per metric, colour standing for the configuration; what a student compares
+# between methods (the other metrics are in each configuration's own figure and in train.csv)
+TRAIN_OVERVIEW_PANELS = (("q1: batch mean Q1(s, a)", ("q1",), "auto"),
+                         (f"td_loss ({BOTH_CRITICS})", ("td_loss",), "log"),
+                         (f"cql_penalty ({BOTH_CRITICS})", ("cql_penalty",), "auto"),
+                         ("cql_alpha", ("cql_alpha",), "auto"),
+                         ("ddpg_loss = -Q1(s, mu(s))", ("ddpg_loss",), "auto"),
+                         ("bc_loss = E||a - mu(s)||^2 on the batch", ("bc_loss",), "log"),
+                         ("bc_weight", ("bc_weight",), "auto"))
+# columns with no panel: mc_return is a line beside dataset_q; policy_q nearly repeats dataset_q, and the spread
+# of the evaluation episodes and the wall-clock say little as curves: progress.csv keeps them
+NOT_PANELS = {"progress": ("step", "mc_return", "policy_q", "eval_return_std", "time_s"), "train": ("step",)}
 Reference = tuple[float, str]  # a grey horizontal line: its height and its legend label
 
 
@@ -101,51 +119,96 @@ def legend_label(label: str, runs: list[Run]) -> str:
     return wrap(f"{label} ({len(runs)} seed{'' if len(runs) == 1 else 's'}{early})")
 
 
-def draw_seeds(ax: Axes, curves: list[tuple[np.ndarray, np.ndarray]], colour: tuple) -> list[np.ndarray]:
-    """Each seed thin up to where it stopped; the mean bold and the min-max band where all seeds have data.
-
-    A line of one point (a run evaluated once) is drawn as a marker: without one it would not show.
-    """
+def draw_seeds(ax: Axes, curves: list[tuple[np.ndarray, np.ndarray]], colour: tuple,
+               style: tuple[str, float] = ("-", MEAN_WIDTH)) -> list[np.ndarray]:
+    """Each seed thin up to where it stopped; the mean bold (in `style`: line style, width) and the min-max band
+    where all seeds have data. A line of one point (a run evaluated once) is drawn as a marker: without one it
+    would not show."""
     if not curves:
         return []
     if len(curves) > 1:
         for steps, values in curves:
-            ax.plot(steps, values, color=colour, linewidth=SEED_WIDTH, alpha=0.6, marker="o" if len(steps) == 1 else "")
-    common = reduce(np.intersect1d, [steps for steps, _ in curves])
-    on_common = np.stack([values[np.isin(steps, common)] for steps, values in curves])  # (seeds, steps)
+            ax.plot(steps, values, color=colour, linewidth=SEED_WIDTH, linestyle=style[0], alpha=0.6,
+                    marker="o" if len(steps) == 1 else "")
+    common, mean = mean_curve(curves)
     if len(curves) > 1:
+        on_common = np.stack([values[np.isin(steps, common)] for steps, values in curves])  # (seeds, steps)
         ax.fill_between(common, on_common.min(axis=0), on_common.max(axis=0), color=colour, alpha=0.15, linewidth=0)
-    ax.plot(common, on_common.mean(axis=0), color=colour, linewidth=MEAN_WIDTH, marker="o" if len(common) == 1 else "")
+    ax.plot(common, mean, color=colour, linestyle=style[0], linewidth=style[1], marker="o" if len(common) == 1 else "")
     return [values for _, values in curves]
 
 
+def mean_curve(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, mean over seeds) on the steps every seed reached."""
+    common = reduce(np.intersect1d, [steps for steps, _ in curves])
+    return common, np.mean([values[np.isin(steps, common)] for steps, values in curves], axis=0)
+
+
+def draw_others(ax: Axes, means: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """The configurations not in colour: their means as thin grey lines, beneath the coloured ones (one
+    collection: hundreds of lines draw as fast as one)."""
+    if means:
+        ax.add_collection(LineCollection([np.column_stack(mean) for mean in means], colors=[OTHERS_COLOUR],
+                                         linewidths=SEED_WIDTH, zorder=1))
+        ax.autoscale_view()
+
+
+def plain(value: float, _position: object = None) -> str:
+    """A tick label as a number a reader knows at a glance: 1,000 and 0.01, not 10^3 and 10^-2."""
+    return f"{value:,.0f}" if abs(value) >= 1 else f"{value:g}"
+
+
 def set_scale(ax: Axes, drawn: list[np.ndarray], scale: str) -> None:
-    """Log y for losses, symlog for signed values spanning decades (diverging Q), else linear."""
+    """Linear, unless the values span decades: log for a positive loss spanning more than LOG_DECADES, log (symlog
+    if signed) for values spanning more than SYMLOG_DECADES (a diverging Q); the ticks plain numbers."""
     values = np.concatenate([np.zeros(0), *drawn])
     mags = np.abs(values)
-    if scale == "log" and values.size and (values > 0).all():
+    positive = values.size > 0 and (values > 0).all()
+    span = mags.max() / max(mags[mags > 0].min(), 1e-12) if (mags > 0).any() else 1.0
+    if positive and span > 10 ** (LOG_DECADES if scale == "log" else SYMLOG_DECADES) and scale != "linear":
         ax.set_yscale("log")
-    elif values.size and (scale == "log" or scale == "auto" and mags.max() > 10 ** SYMLOG_DECADES * max(mags.min(), 1)):
+    elif scale != "linear" and values.size and mags.max() > 10 ** SYMLOG_DECADES * max(mags.min(), 1):
         # a percentile, not the minimum: one value grazing zero should not add empty decades
         small = np.percentile(mags[mags > 0], 5) if (mags > 0).any() else 1.0
         ax.set_yscale("symlog", linthresh=10 ** np.clip(np.floor(np.log10(small)), -3, 0))
     else:  # an offset like "+4.129" above the axes hides the size of the metric
         ax.ticklabel_format(axis="y", useOffset=False)
+        return
+    ax.yaxis.set_major_formatter(FuncFormatter(plain))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def style_of(colours: dict[str, tuple], label: str) -> tuple[str, float]:
+    """A coloured group's line style and width: the groups in turn take SERIES_STYLES' styles."""
+    return SERIES_STYLES[list(colours).index(label) % len(SERIES_STYLES)]
 
 
 def draw_panel(ax: Axes, groups: dict[str, list[Run]], table: str, panel: tuple, colours: dict[str, tuple] | None,
                references: dict[str, list[Reference]]) -> list[Line2D]:
-    """One panel's curves (a colour per group, or per metric without `colours`); returns its reference lines."""
+    """One panel's curves: a colour per group (groups `colours` leaves out: thin grey means), or without `colours`
+    a colour and line style per metric (one group); returns its reference lines."""
     panel_title, names, scale = panel
     metric_colour = matplotlib.colormaps["tab10"]
-    drawn = [v for label, runs in groups.items() for i, name in enumerate(names)
-             for v in draw_seeds(ax, series(runs, table, name), colours[label] if colours else metric_colour(i))]
+    drawn, others = [], []
+    for label, runs in groups.items():
+        for i, name in enumerate(names):
+            curves = series(runs, table, name)
+            if colours is None:
+                drawn += draw_seeds(ax, curves, metric_colour(i), SERIES_STYLES[i % len(SERIES_STYLES)])
+            elif label in colours:
+                drawn += draw_seeds(ax, curves, colours[label], style_of(colours, label))
+            elif curves:
+                others.append(mean_curve(curves))
+                drawn.append(others[-1][1])
+    draw_others(ax, others)
     set_scale(ax, drawn, scale)
     ax.set_title(textwrap.fill(panel_title, TITLE_WIDTH), fontsize="medium")
     ax.set_xlabel(STEP_LABEL)
+    ax.xaxis.set_major_formatter(FuncFormatter(plain))
     ax.grid(alpha=0.3)
     if not colours and len(names) > 1:
-        ax.legend(handles=[Line2D([], [], color=metric_colour(i), linewidth=MEAN_WIDTH, label=n)
+        ax.legend(handles=[Line2D([], [], color=metric_colour(i), linestyle=SERIES_STYLES[i % len(SERIES_STYLES)][0],
+                                  linewidth=SERIES_STYLES[i % len(SERIES_STYLES)][1], label=n)
                            for i, n in enumerate(names)], fontsize="small")
     lines = [reference for name in names for reference in references.get(name, [])]
     return [ax.axhline(value, color="grey", linestyle=(":", "-.", (0, (5, 5)))[i % 3], linewidth=1.2, label=label)
@@ -157,8 +220,9 @@ def grid_figure(title: str, groups: dict[str, list[Run]], table: str, panels: tu
                 ) -> Figure | None:
     """One panel per entry of `panels` that some run logged (None if none did), up to 4 per row.
 
-    With `colours`, each group has its colour, named in a legend below the panels; without, each
-    metric has its own (one group). `references`: metric -> grey lines drawn in that metric's panels.
+    With `colours`, each group it names has its colour, named in a legend below the panels, and the
+    others are thin grey lines; without, each metric has its own (one group). `references`: metric ->
+    grey lines drawn in that metric's panels.
     """
     present = [(t, [n for n in names if any(series(runs, table, n) for runs in groups.values())], scale)
                for t, names, scale in panels]
@@ -168,7 +232,7 @@ def grid_figure(title: str, groups: dict[str, list[Run]], table: str, panels: tu
     cols, rows = min(len(present), 4), math.ceil(len(present) / 4)
     width = max(6.4, 4.3 * cols)
     legend_cols = max(1, int(width // 3.2))
-    legend_rows = math.ceil((len(groups) + 1) / legend_cols) if colours else 0  # a group a label, + references
+    legend_rows = math.ceil((len(colours) + 2) / legend_cols) if colours else 0  # a group a label, + others, refs
     # A bare Figure (no pyplot) renders PNGs with Agg: no screen needed, no global state to close.
     fig = Figure(figsize=(width, 3.4 * rows + 1.2 + 0.4 * legend_rows), layout="constrained")
     several = any(len(runs) > 1 for runs in groups.values())
@@ -181,8 +245,12 @@ def grid_figure(title: str, groups: dict[str, list[Run]], table: str, panels: tu
     for ax, panel in zip(axes, present):
         reference_lines |= {line.get_label(): line for line in draw_panel(ax, groups, table, panel, colours,
                                                                           references or {})}
-    handles = [Line2D([], [], color=colours[label], linewidth=MEAN_WIDTH, label=legend_label(label, runs))
-               for label, runs in groups.items()] if colours else []
+    handles = [Line2D([], [], color=colours[label], linestyle=style_of(colours, label)[0],
+                      linewidth=style_of(colours, label)[1], label=legend_label(label, runs))
+               for label, runs in groups.items() if label in colours] if colours else []
+    if colours and len(colours) < len(groups):
+        handles.append(Line2D([], [], color=OTHERS_COLOUR, linewidth=SEED_WIDTH, label=wrap(
+            f"{len(groups) - len(colours)} other configurations (their means; summary.csv lists every one)")))
     handles += reference_lines.values()
     if handles:  # below the panels: it never covers a curve, and long labels do not squeeze the axes
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), legend_cols),
@@ -213,11 +281,12 @@ def constants(groups: dict[str, list[Run]]) -> dict[str, str]:
 
 
 def training_figure(title: str, groups: dict[str, list[Run]], panels: tuple,
-                    colours: dict[str, tuple] | None = None) -> Figure | None:
-    """train.csv's panels, less the metrics that stayed constant: the title gives their values instead."""
+                    colours: dict[str, tuple] | None = None, elsewhere: tuple = ()) -> Figure | None:
+    """train.csv's panels (and one for each metric neither they nor `elsewhere` name), less the metrics that
+    stayed constant: the title gives their values instead."""
     fixed = constants(groups)
     kept = tuple((t, tuple(n for n in names if n not in fixed), scale)
-                 for t, names, scale in with_unknown(panels, groups, "train"))
+                 for t, names, scale in with_unknown(panels, groups, "train", elsewhere))
     note = "; ".join(f"{name} = {value}" for name, value in fixed.items())
     return grid_figure(title + (f"\nconstant during training (no panel): {note}" if note else ""), groups, "train",
                        kept, colours)
@@ -245,42 +314,68 @@ def behaviour_lines(groups: dict[str, list[Run]], behaviour_return: float | None
                      for m in metas if isinstance(m.get("behaviour_return_mean"), (int, float))])
 
 
-def make_figures(groups: dict[str, list[Run]], behaviour_return: float | None) -> dict[str, Figure]:
-    """File name -> figure: returns, q_values, diagnostics, and the training curves where train.csv exists."""
-    cmap = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"]
-    colours = {label: cmap(i % cmap.N) for i, label in enumerate(groups)}
+def best(groups: dict[str, list[Run]], count: int) -> list[str]:
+    """The labels of the `count` groups of highest final return (the mean over seeds of each one's last
+    evaluation), in the groups' order."""
+    final = {label: mean_of_last(runs, "eval_return_mean") for label, runs in groups.items()}
+    ranked = sorted(groups, key=lambda label: -math.inf if final[label] is None else final[label], reverse=True)
+    return [label for label in groups if label in ranked[:count]]
+
+
+def coloured(groups: dict[str, list[Run]]) -> dict[str, tuple]:
+    """A colour for each group, or past MAX_COLOURED groups for the best MAX_COLOURED by final return: hundreds
+    of colours tell nothing apart."""
+    return {label: GROUP_COLOURS[i % len(GROUP_COLOURS)] for i, label in enumerate(best(groups, MAX_COLOURED))}
+
+
+def figure_makers(groups: dict[str, list[Run]],
+                  behaviour_return: float | None) -> dict[str, Callable[[], Figure | None]]:
+    """File name -> what makes that figure: returns, q_values, diagnostics, the training curves across
+    configurations, and each configuration's own (past MAX_COLOURED, the best MAX_OWN_FIGURES' alone): each
+    made when it is written, one at a time, a figure being large."""
+    colours = coloured(groups)
+    which = f": the {len(colours)} best by final return in colour" if len(colours) < len(groups) else ""
     mc_returns = distinct([(float(f"{v:.4g}"), f"MC return of the dataset pairs = {v:.4g}")
                            for runs in groups.values() for run in runs for v in run.progress.get("mc_return", [])])
-    figures = {
-        "returns.png": grid_figure("Evaluation return", groups, "progress", RETURN_PANELS, colours,
-                                   {"eval_return_mean": behaviour_lines(groups, behaviour_return)}),
-        "q_values.png": grid_figure("Q on the dataset's pairs, against their Monte-Carlo return, and on the "
-                                    "policy's actions", groups, "progress", Q_PANELS, colours,
-                                    {"dataset_q": mc_returns}),
-        "diagnostics.png": grid_figure("Diagnostics", groups, "progress",
-                                       with_unknown(DIAGNOSTIC_PANELS, groups, "progress", RETURN_PANELS + Q_PANELS),
-                                       colours),
-        "training_curves.png": training_figure("Training curves (train.csv: means over log_every updates)",
-                                               groups, TRAIN_METRIC_PANELS, colours)}
-    figures |= {f"training_curves_{file_safe(label)}.png": training_figure(
-        f"Training curves: {legend_label(label, runs)}", {label: runs}, TRAIN_PANELS)
-        for label, runs in groups.items()}
+    makers = {
+        "returns.png": lambda: grid_figure(f"Evaluation return{which}", groups, "progress", RETURN_PANELS, colours,
+                                           {"eval_return_mean": behaviour_lines(groups, behaviour_return)}),
+        "q_values.png": lambda: grid_figure("Q on the dataset's pairs against their Monte-Carlo return" + which, groups,
+                                            "progress", Q_PANELS, colours, {"dataset_q": mc_returns}),
+        "diagnostics.png": lambda: grid_figure("Diagnostics" + which, groups, "progress", with_unknown(
+            DIAGNOSTIC_PANELS, groups, "progress", RETURN_PANELS + Q_PANELS), colours),
+        "training_curves.png": lambda: training_figure(
+            f"Training curves (train.csv: means over log_every updates){which}; training_curves_<label>.png has "
+            f"every metric", groups, TRAIN_OVERVIEW_PANELS, colours, TRAIN_PANELS)}
+    for label in best(groups, MAX_OWN_FIGURES) if len(colours) < len(groups) else groups:
+        makers[f"training_curves_{file_safe(label)}.png"] = (lambda label=label: training_figure(
+            f"Training curves: {legend_label(label, groups[label])}", {label: groups[label]}, TRAIN_PANELS))
+    return makers
+
+
+def make_figures(groups: dict[str, list[Run]], behaviour_return: float | None) -> dict[str, Figure]:
+    """File name -> figure, every one made (figure_makers' figures, for a reader or a test to look at)."""
+    figures = {name: make() for name, make in figure_makers(groups, behaviour_return).items()}
     return {name: fig for name, fig in figures.items() if fig is not None}
 
 
-def write_outputs(figures: dict[str, Figure], rows: list[dict], out: str) -> list[str]:
-    """Write the figures and summary.csv into out; returns their paths."""
-    paths = [os.path.join(out, name) for name in [*figures, "summary.csv"]]
+def write_outputs(makers: dict[str, Callable[[], Figure | None]], rows: list[dict], out: str) -> list[str]:
+    """Make and write each figure in turn (one in memory at a time), then summary.csv, into out; their paths."""
+    paths = []
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as e:
         raise PlotError(f"cannot write into --out '{out}': {e.strerror}") from None
     try:  # as runner.py writes: a temporary file and a rename, never through a link
-        for path, fig in zip(paths, figures.values()):
-            image = io.BytesIO()
-            fig.savefig(image, format="png", dpi=110)
-            write_atomically(path, image.getvalue())
-        write_text(paths[-1], csv_text(list(SUMMARY_COLUMNS), rows))
+        for name, make in makers.items():
+            fig = make()
+            if fig is not None:
+                paths.append(os.path.join(out, name))
+                image = io.BytesIO()
+                fig.savefig(image, format="png", dpi=110)
+                write_atomically(paths[-1], image.getvalue())
+        paths.append(os.path.join(out, "summary.csv"))
+        write_text(paths[-1], csv_text(csv_columns(rows), rows))
     except RunFolderError as e:
         raise PlotError(f"--out '{out}': {e}") from None
     return paths
@@ -292,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         groups = group_runs(load_runs(args.results_dir))
         rows = summary_rows(groups)
-        paths = write_outputs(make_figures(groups, args.behaviour_return), rows, args.out or args.results_dir)
+        paths = write_outputs(figure_makers(groups, args.behaviour_return), rows, args.out or args.results_dir)
     except PlotError as e:
         print(f"plot.py: error: {e}", file=sys.stderr)
         return 2

@@ -12,7 +12,6 @@ if "DISPLAY" not in os.environ:  # headless: MuJoCo renders videos through EGL u
     os.environ.setdefault("MUJOCO_GL", "egl")
 
 import dataclasses
-import itertools
 import math
 import shutil
 import signal
@@ -20,6 +19,7 @@ import sys
 import time
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from harness import config
@@ -32,6 +32,7 @@ from harness.runs import Group, Run
 from harness.video import record_video
 from utils import EVAL_SEED_OFFSET, EvaluationStopped, evaluate, reason
 
+RESUME_ENV = "RUNNER_RESUME_COMMAND"  # set by a launcher (sweep.py): the command that resumes what the user started
 
 
 def evaluate_and_log(group: Group) -> list[dict[str, float]]:
@@ -148,10 +149,43 @@ def next_batch(group: Group) -> tuple:
     return group.rollouts.sample(generators)
 
 
-def training_loop(group: Group, bar: tqdm) -> int:
-    """Update every member; log every --log_every; evaluate, checkpoint every --eval_every; returns the status."""
+def status(group: Group, rows: list[dict[str, float]] | None) -> dict[str, str]:
+    """What the bar shows beside the steps: each run's last evaluation return, and its batch mean Q1 (BC: bc_loss)
+    of the last train.csv row (none before the first)."""
+    shown = {"eval_return": " ".join("-" if math.isnan(r.last_return) else f"{r.last_return:.0f}" for r in group.runs)}
+    if rows:
+        name = "q1" if "q1" in rows[0] else "bc_loss"  # BC has no critic
+        shown[name] = " ".join(f"{row[name]:.3g}" for row in rows)
+    return shown
+
+
+def show_line(name: str, group: Group, shown: dict[str, str], steps_per_s: float) -> None:
+    """The bar's state as one line, for output that is not a terminal (a log file, nohup): one per evaluation."""
+    values = ", ".join(f"{key}={value}" for key, value in shown.items())
+    print(f"{name}: step {group.step}/{group.cfg.total_steps}: {values}, {steps_per_s:.0f} steps/s", file=sys.stderr,
+          flush=True)
+
+
+def resume_command(dirs: list[str]) -> str:
+    """The command that continues these runs: runner.py's --resume, or that of the launcher that started them."""
+    return os.environ.get(RESUME_ENV) or f"python runner.py --resume {' '.join(dirs)}"
+
+
+def interrupted(where: str, dirs: list[str], resume: str = "resume") -> str:
+    """The line of a run stopped by a signal; the resume command only when this process was started alone (a
+    launcher that was stopped too, sweep.py, prints its own, once)."""
+    return f"runner.py: interrupted {where}" + ("" if os.environ.get(RESUME_ENV) else
+                                                 f"; {resume} with: {resume_command(dirs)}")
+
+
+def training_loop(group: Group, bar: tqdm, name: str) -> int:
+    """Update every member; log every --log_every; evaluate, checkpoint every --eval_every; returns the status.
+
+    The bar shows the progress (named `name`); where it is disabled, one line per evaluation does.
+    """
     cfg, agent, means = group.cfg, group.agent, MetricMeans(group.sums, group.counts)
     clock_start = time.perf_counter() - group.elapsed  # wall-clock survives --resume
+    first_step, loop_start, rows = group.step, time.perf_counter(), None
     while group.step < cfg.total_steps and group.running():
         means.add(agent.update(*next_batch(group)) | (group.rollouts.last if group.rollouts else {}))
         group.step += 1
@@ -164,19 +198,17 @@ def training_loop(group: Group, bar: tqdm) -> int:
         if group.step % cfg.eval_every == 0 or final:
             evaluation_step(group, clock_start)
         if logged:  # after the evaluation, so that the bar shows this step's return when there was one
-            shown = "q1" if "q1" in rows[0] else "bc_loss"  # BC has no critic
-            bar.set_postfix({"eval_return": " ".join("-" if math.isnan(r.last_return) else f"{r.last_return:.0f}"
-                                                     for r in group.runs),
-                             shown: " ".join(f"{row[shown]:.3g}" for row in rows)})
+            bar.set_postfix(status(group, rows))
+        if bar.disable and (group.step % cfg.eval_every == 0 or final):
+            show_line(name, group, status(group, rows),
+                      (group.step - first_step) / (time.perf_counter() - loop_start))
         if video_due(group):
             for m, _ in group.running():
                 save_video(group, m)
         if group.stop_signal and not final:
             group.elapsed = time.perf_counter() - clock_start
             save_checkpoints(group)
-            dirs = " ".join(run.dir for _, run in group.running())
-            tqdm.write(f"runner.py: interrupted at step {group.step}; resume with: python runner.py --resume {dirs}",
-                       file=sys.stderr)
+            tqdm.write(interrupted(f"at step {group.step}", [run.dir for _, run in group.running()]), file=sys.stderr)
             return 130
     for run in group.runs:
         if not run.stopped:
@@ -194,28 +226,26 @@ def train(group: Group) -> int:
         group.stop_signal.append(signum)
         signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C stops at once
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    # the labels in run order, as the numbers beside them; 'x2' for two runs in a row with one label (seeds)
-    counted = [(label, len(list(same))) for label, same in itertools.groupby(config.config_name(r.cfg)
-                                                                              for r in group.runs)]
-    labels = [f"{label} x{n}" if n > 1 else label for label, n in counted]
-    name = (os.path.basename(group.runs[0].dir) if len(group.runs) == 1 else
-            labels[0] if len(labels) == 1 else f"{len(group.runs)} runs: {', '.join(labels)}")
+    name = (os.path.basename(os.path.normpath(group.runs[0].dir)) if len(group.runs) == 1 else
+            f"{len(group.runs)} runs: {config.group_label([run.cfg for run in group.runs])}")
     try:
-        with tqdm(total=group.cfg.total_steps, initial=group.step, desc=name, unit="step") as bar:
-            return training_loop(group, bar)
+        # where stderr is no terminal (a log file, nohup) the bar's carriage-return redraws would pile up
+        with tqdm(total=group.cfg.total_steps, initial=group.step, desc=name, unit="step",
+                  disable=not sys.stderr.isatty()) as bar:
+            return training_loop(group, bar, name)
     except RunFolderError as err:
         saved = group.runs[0].saved_step
-        dirs = " ".join(run.dir for run in group.runs)
         last = "the last checkpoint is" if len(group.runs) == 1 else "the last checkpoints are"
-        kept = (f"{last} intact (step {saved}): free the disk, then python runner.py --resume {dirs}" if saved
-                else "no checkpoint was written yet: free the disk, then start again")
+        kept = (f"{last} intact (step {saved}): free the disk, then {resume_command([run.dir for run in group.runs])}"
+                if saved else "no checkpoint was written yet: free the disk, then start again")
         print(f"runner.py: error: {err} at step {group.step}; {kept}", file=sys.stderr)
         return 1
     except EvaluationStopped:  # the step's evaluation was abandoned: resume repeats it from the last checkpoint
-        saved, dirs = group.runs[0].saved_step, " ".join(run.dir for _, run in group.running())
-        tqdm.write(f"runner.py: interrupted during the evaluation at step {group.step}; " + (
-            f"resume from the checkpoint of step {saved} with: python runner.py --resume {dirs}" if saved else
-            "no checkpoint was written yet: start the run again"), file=sys.stderr)
+        saved, where = group.runs[0].saved_step, f"during the evaluation at step {group.step}"
+        dirs = [run.dir for _, run in group.running()]
+        line = (interrupted(where, dirs, f"resume from the checkpoint of step {saved}") if saved else
+                f"runner.py: interrupted {where}; no checkpoint was written yet: start the run again")
+        tqdm.write(line, file=sys.stderr)
         return 130
     finally:
         for sig, handler in previous.items():
@@ -224,6 +254,8 @@ def train(group: Group) -> int:
 
 def run(cfgs: list[RunConfig] | None, launch: LaunchConfig, given: dict) -> int:
     """Train new runs side by side (cfgs), or with cfgs None those of --resume; returns the exit status."""
+    if not launch.threads and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)  # torch's default, a thread per core, spins on cores other work holds
     with contextlib.ExitStack() as held:  # the run folders' locks, let go when the runs end
         try:
             group = runs.start(cfgs, launch, held) if cfgs else runs.resume(launch, given, held, progress_columns)
@@ -232,7 +264,18 @@ def run(cfgs: list[RunConfig] | None, launch: LaunchConfig, given: dict) -> int:
         except KeyboardInterrupt:
             print("runner.py: interrupted while loading; nothing was trained", file=sys.stderr)
             return 130
+        if group:
+            say_what_was_kept(group)
         return train(group) if group else 0
+
+
+def say_what_was_kept(group: Group) -> None:
+    """--bc_top_percent: one line of the episodes and transitions it kept (config.json records them too)."""
+    kept = group.data_kept
+    if "bc_top_percent_episodes" in kept:
+        print(f"--bc_top_percent {group.cfg.bc_top_percent:g}: training on the {kept['bc_top_percent_episodes']:,} "
+              f"best episodes of {kept['dataset_episodes']:,} by return ({kept['bc_top_percent_transitions']:,} of "
+              f"{kept['dataset_transitions']:,} transitions)")
 
 
 def run_group(group_runs: list[dict], older: frozenset[str] = frozenset()) -> int:

@@ -46,8 +46,8 @@ class SweepConfig:
     total_steps: int = flag(30_000, "gradient updates per run; smaller than a full run to keep the sweep short",
                             low=1)
     eval_every: int = flag(5_000, "steps between evaluations", low=1)
-    workers: int = flag(1, "processes at a time, each on cores/workers threads unless --threads is given; with "
-                           "--ray, the tasks each set of compatible runs is split into", low=1)
+    workers: int = flag(1, "processes at a time, each on runner.py's --threads (1 unless given, or OMP_NUM_THREADS); "
+                           "with --ray, the tasks each set of compatible runs is split into", low=1)
     members: int = flag(0, "runs trained side by side per process; 0 = as many as fill --workers processes",
                         low=0)
     results_dir: str = flag("sweeps", "parent of the sweep folder; apart from runner.py's results/ so that plot.py "
@@ -85,6 +85,8 @@ def train_group():
 def group_process(runs: list[dict], slot: int) -> None:
     """A child process's work: one group, its progress bar on line `slot`; exits with the group's status."""
     os.environ["TQDM_POSITION"] = str(slot)
+    import runner  # its line on Ctrl-C points at the one command that resumes the whole sweep, printed here
+    os.environ[runner.RESUME_ENV] = f"python sweep.py --resume {runs[0]['results_dir']}"
     sys.exit(train_group()(runs))
 
 
@@ -141,8 +143,7 @@ def new_sweep(sweep: SweepConfig, given: dict, held: contextlib.ExitStack) -> tu
     """Make the sweep folder (held by this process) and its sweep.json (the runs in their groups); its path and
     the record. Every run's flags are checked first: a refused sweep leaves no folder."""
     common = given | {"total_steps": sweep.total_steps, "eval_every": sweep.eval_every}
-    threads = {} if sweep.ray else {"threads": max(1, (os.cpu_count() or 1) // sweep.workers)}  # unless --threads
-    runs = [threads | common | {"bc_weight": w, "seed": s} for w in sweep.bc_weight for s in sweep.seeds]
+    runs = [common | {"bc_weight": w, "seed": s} for w in sweep.bc_weight for s in sweep.seeds]
     groups = plan(runs, sweep.members, sweep.workers)  # each run checked as runner.py would: exit 2 here
     try:
         sweep_dir = make_folder(os.path.join(sweep.results_dir, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"))

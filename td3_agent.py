@@ -7,6 +7,7 @@ Tensors carry a leading member axis (networks.py): obs is (M, B, obs_dim), each 
 value per run; read them as one run's, with `.mean(-1)` the mean over the batch.
 """
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -65,9 +66,16 @@ class TD3Config:
     policy_delay: int = hyper(2, "critic updates per actor update", low=1, agents=TD3)
 
 
-# TD3Config fields that may differ between the members of one agent: plain weights in the
-# losses, one value per member. Every other field is shared by the members.
-MEMBER_FIELDS = ("bc_weight", "cql_alpha", "support_weight")
+@dataclass
+class MemberWeights:
+    """The TD3Config fields that may differ between the members of one agent: plain weights in the losses, each
+    member's loss weighed by its own. Every other field is shared by the members (member_key)."""
+    bc_weight: torch.Tensor | None  # (M,) alpha_reg; None with 'auto' (all members'): bc_weight() computes it
+    cql_alpha: torch.Tensor  # (M,) the CQL penalty's weight (with --cql_target_gap, the multiplier's start)
+    support_weight: torch.Tensor  # (M,) SPOT's lambda on the support term
+
+
+MEMBER_FIELDS = tuple(f.name for f in dataclasses.fields(MemberWeights))
 
 
 def member_key(config: TD3Config) -> tuple:
@@ -96,7 +104,11 @@ class TD3Agent:
         if len({member_key(c) for c in configs}) != 1:
             raise ValueError(f"members may differ only in {', '.join(MEMBER_FIELDS)} (and whether they are on)")
         self.members, self.device = Members(seeds, device), device
-        self.cfg = cfg = self.members.config(configs, MEMBER_FIELDS)  # bc_weight, cql_alpha: (M,) each
+        self.cfg = cfg = configs[0]  # the fields the members share; their own weights are self.weights
+        self.weights = MemberWeights(
+            bc_weight=None if cfg.bc_weight == "auto" else self.members.values([c.bc_weight for c in configs]),
+            cql_alpha=self.members.values([c.cql_alpha for c in configs]),
+            support_weight=self.members.values([c.support_weight for c in configs]))
         self.uses_cql = configs[0].cql_alpha > 0
         self.low = torch.as_tensor(action_low, dtype=torch.float32, device=device)
         self.high = torch.as_tensor(action_high, dtype=torch.float32, device=device)
@@ -127,7 +139,9 @@ class TD3Agent:
 
         # Target: r + gamma * (1 - done) * min_i Q'_i(s', mu'(s') + clipped noise).
         with torch.no_grad():
-            noise = (self.members.randn(*actions.shape[1:]) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
+            batch_size, act_dim = actions.shape[1:]
+            noise = self.members.randn(batch_size, act_dim) * cfg.policy_noise  # (M, B, A): N(0, sigma^2) per member
+            noise = noise.clamp(-cfg.noise_clip, cfg.noise_clip)
             next_actions = (self.actor_target(next_obs) + noise * self.actor.action_scale).clamp(self.low, self.high)
             target_q = rewards + cfg.gamma * not_done * torch.min(*self.critic_target(next_obs, next_actions))
 
@@ -160,23 +174,28 @@ class TD3Agent:
         above all. They carry no gradient into the actor: the penalty trains the critics only.
         """
         cfg = self.cfg
-        batch, n = obs.shape[-2], cfg.cql_n_actions
-        sampled = [self.low + (self.high - self.low) * self.members.rand(n, batch, self.low.shape[0])]  # (M, N, B, A)
+        members, batch_size = obs.shape[:2]
+        n, act_dim = cfg.cql_n_actions, self.low.shape[0]
+        # the actions a_j at each state s of the batch, j = 1..J: N uniform in the box, then mu(s) and mu(s')
+        sampled = [self.low + (self.high - self.low) * self.members.rand(n, batch_size, act_dim)]  # (M, N, B, A)
         if not cfg.cql_uniform_only:
-            with torch.no_grad():
-                policy_actions = self.actor(torch.cat([obs, next_obs], dim=-2))  # (M, 2B, A): mu(s), mu(s')
-            sampled.append(policy_actions.unflatten(-2, (2, batch)))
-        sampled = torch.cat(sampled, dim=-3)  # (M, J, B, A): J = N uniform, then mu(s), mu(s')
-        j = sampled.shape[-3]
-        q1_sampled, q2_sampled = (q.unflatten(-1, (j, batch)) for q in  # (M, J, B) each
-                                  self.critic(obs.repeat(1, j, 1), sampled.flatten(-3, -2)))
-        logsumexp1 = cfg.cql_temp * torch.logsumexp(q1_sampled / cfg.cql_temp, dim=-2)  # (M, B)
-        logsumexp2 = cfg.cql_temp * torch.logsumexp(q2_sampled / cfg.cql_temp, dim=-2)
+            with torch.no_grad():  # one actor pass for s and s'
+                mu_s, mu_next_s = self.actor(torch.cat([obs, next_obs], dim=1)).split(batch_size, dim=1)  # (M, B, A)
+            sampled += [mu_s[:, None], mu_next_s[:, None]]  # (M, 1, B, A) each
+        sampled = torch.cat(sampled, dim=1)  # (M, J, B, A)
+        j = sampled.shape[1]
+        # Q_i(s, a_j) for all j in one critic pass over J * B pairs: the batch's states once per a_j
+        pairs_obs = obs.repeat(1, j, 1)  # (M, J * B, obs_dim): the batch's states, J times over
+        pairs_actions = sampled.view(members, j * batch_size, act_dim)  # (M, J * B, A): block j is a_j for the batch
+        q1_sampled, q2_sampled = (q.view(members, j, batch_size)  # (M, J, B) each
+                                  for q in self.critic(pairs_obs, pairs_actions))
+        logsumexp1 = cfg.cql_temp * torch.logsumexp(q1_sampled / cfg.cql_temp, dim=1)  # (M, B): over the a_j
+        logsumexp2 = cfg.cql_temp * torch.logsumexp(q2_sampled / cfg.cql_temp, dim=1)
         penalty = (logsumexp1 - q1).mean(-1) + (logsumexp2 - q2).mean(-1)
         parts = {"cql_logsumexp": logsumexp1.mean(-1) + logsumexp2.mean(-1),
-                 "cql_q_random": (q1_sampled[..., :n, :].mean((-2, -1)) + q2_sampled[..., :n, :].mean((-2, -1))) / 2}
-        if not cfg.cql_uniform_only:
-            parts["cql_q_policy"] = (q1_sampled[..., n, :].mean(-1) + q2_sampled[..., n, :].mean(-1)) / 2
+                 "cql_q_random": (q1_sampled[:, :n].mean((1, 2)) + q2_sampled[:, :n].mean((1, 2))) / 2}
+        if not cfg.cql_uniform_only:  # a_{N+1} = mu(s)
+            parts["cql_q_policy"] = (q1_sampled[:, n].mean(-1) + q2_sampled[:, n].mean(-1)) / 2
         parts["cql_q_data"] = (q1.mean(-1) + q2.mean(-1)) / 2
         return penalty, parts
 
@@ -188,7 +207,7 @@ class TD3Agent:
         at the gap. Returns the weight before that step, with no gradient.
         """
         if self.cfg.cql_target_gap is None:
-            return self.cfg.cql_alpha
+            return self.weights.cql_alpha
         alpha = self.log_cql_alpha.exp().clamp(max=1e6)
         step(self.cql_alpha_opt, -alpha * (cql_penalty.detach() / 2 - self.cfg.cql_target_gap))
         return alpha.detach()
@@ -210,7 +229,7 @@ class TD3Agent:
             # scale of SPOT's -Q1 / E|Q1|. Gradient reaches the actor through the VAE, never the VAE itself.
             support_loss = self.behaviour.neg_log_density(obs, pi, self.members.randn(*pi.shape[1:-1],
                                                                                       self.behaviour.latent)).mean(-1)
-            support_weight = self.cfg.support_weight * q_pi.abs().mean(-1).detach()
+            support_weight = self.weights.support_weight * q_pi.abs().mean(-1).detach()
             actor_loss = actor_loss + support_weight * support_loss
             metrics |= {"support_loss": support_loss, "support_weight": support_weight}
         step(self.actor_opt, actor_loss)
@@ -223,8 +242,8 @@ class TD3Agent:
         Dividing by lambda gives this repo's form -Q + w * ||mu - a||^2 with
         w = mean|Q| / (alpha * act_dim): the same minimiser, the loss scaled per batch.
         """
-        if not isinstance(self.cfg.bc_weight, str):  # (M,) fixed weights
-            return self.cfg.bc_weight
+        if self.weights.bc_weight is not None:  # (M,) fixed weights
+            return self.weights.bc_weight
         return q_pi.abs().mean(-1).detach() / (self.cfg.bc_alpha * self.low.shape[0])
 
     @torch.no_grad()

@@ -8,6 +8,7 @@ To add a flag, add a field here, to TD3Config (td3_agent.py) or to IQLConfig (iq
 """
 import argparse
 import json
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -82,7 +83,8 @@ class LaunchConfig:
     model_dir: str = flag("models", "folder of fitted models (dynamics ensemble, behaviour VAE), each fitted once per "
                                     "dataset and settings and reused by every later run", metavar="DIR")
     device: str = flag("auto", "'auto' (cuda when present), 'cpu', 'cuda' or 'cuda:N'")
-    threads: int = flag(0, "torch CPU threads; 0 = torch's default, one per core", low=0)
+    threads: int = flag(0, "torch CPU threads; 0 = OMP_NUM_THREADS if set, else 1 (benchmarks/speed.md: more threads "
+                           "gain little at these sizes and lose much on a busy machine)", low=0)
     video_every: int | None = flag(None, "steps between evaluation videos (videos/step<N>.mp4); 0 = none", low=0,
                                    unset="one, at the end of the run")
     ray: str | None = flag(None, RAY_HELP, unset="off, in this process", metavar="local|auto|ADDRESS")
@@ -184,18 +186,39 @@ def recorded_flags(run: RunConfig) -> dict:
     return json.loads(json.dumps(flags.flat(run)))
 
 
+# Flags that say how long a run is and how it is watched, not what it learns: config.json has them, labels do not.
+NOT_IN_LABEL = ("seed", "total_steps", "eval_every", "eval_episodes", "log_every", "max_abs_q")
+
+
 def config_name(run: RunConfig) -> str:
-    """The run's label: the agent, then every flag but the seed that differs from its default, e.g. td3_bc_weight=10."""
+    """The run's label: the agent, then every flag that changes what it learns and is off its default,
+    e.g. td3_bc_weight=10 (NOT_IN_LABEL's flags are left out: config.json holds every flag)."""
     values, defaults = flags.flat(run), flags.flat(RunConfig())
     parts = [run.agent]
     for name, value in values.items():
-        if name in ("agent", "seed") or value == defaults[name]:
+        if name == "agent" or name in NOT_IN_LABEL or value == defaults[name]:
             continue
         if isinstance(value, tuple):
             value = "-".join(map(str, value))
         parts.append(name if value is True else f"{name}={value:g}" if isinstance(value, float)
                      else f"{name}={value}")
     return "_".join(parts).replace("/", "-")
+
+
+def group_label(runs: list[RunConfig]) -> str:
+    """Runs trained side by side, in one short line: their shared label, then each member flag that differs as
+    its values in run order (the order of the numbers the bar shows), e.g. `td3 bc_weight=0.1,1,10,100`."""
+    differing = [name for name in MEMBER_FLAGS if len({json.dumps(flags.flat(r)[name]) for r in runs}) > 1]
+    defaults = TD3Config()
+    first = dataclasses.replace(runs[0], td3=dataclasses.replace(
+        runs[0].td3, **{name: getattr(defaults, name) for name in differing if name in MEMBER_FIELDS}))
+    values = [f"{name}={','.join(show(flags.flat(r)[name]) for r in runs)}" for name in differing]
+    return " ".join([config_name(first), *values])
+
+
+def show(value: object) -> str:
+    """A flag value as a label shows it: 10 not 10.0."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # Flags that may differ between runs trained side by side in one process (members, networks.py):

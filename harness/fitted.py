@@ -9,7 +9,6 @@ name promises, or that cannot be read, is refused in one line. The fit's per-epo
 at once, the first to finish keeps the name and the other uses its model.
 """
 import contextlib
-import csv
 import dataclasses
 import hashlib
 import inspect
@@ -29,7 +28,7 @@ import dynamics
 from behaviour_vae import BehaviourVAE
 from dynamics import DynamicsEnsemble
 from harness.config import RunConfig
-from harness.files import only_new, write_atomically
+from harness.files import csv_text, only_new, write_text
 from utils import ReplayBuffer, reason
 
 FIT_SEED = 0  # every run shares the one fit, whatever its own seed
@@ -106,11 +105,7 @@ def save(path: str, wanted: dict, model: nn.Module, rows: list[dict], summary: d
     finally:
         with contextlib.suppress(OSError):
             os.remove(tmp)
-    text = io.StringIO()
-    writer = csv.DictWriter(text, list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomically(path[:-len(".pt")] + ".csv", text.getvalue().encode())
+    write_text(path[:-len(".pt")] + ".csv", csv_text(list(rows[0]), rows))
 
 
 def obtain(label: str, model_dir: str, wanted: dict, build: Callable[[], nn.Module],

@@ -25,14 +25,23 @@ D4RL_HOPPER = (-20.272305, 3234.3)  # D4RL's hopper random and expert returns: t
 BOOTSTRAP_RESAMPLES = 2000
 PROXY = "D4RL hopper proxy"
 NO_REFERENCE = "none"
-SUMMARY_COLUMNS = ("group", "config", "seeds", "seeds_reached_final", "seeds_diverged", "seeds_stopped_early",
-                   "copies", "final_step",
-                   *(f"{when}_{kind}_{stat}" for when in ("final", "best") for kind in ("return", "normalized")
-                     for stat in ("iqm", "ci_low", "ci_high")),
-                   "normalized_reference", "final_return_mean", "final_return_std", "best_return_mean",
-                   "best_return_std", "final_returns_per_seed", "final_dataset_q", "mc_return", "final_bc_distance",
-                   "behaviour_return", "why_diverged",
-                   "copy_folders")
+# summary.csv's columns: those every reader uses; the spread over seeds only where some group has two finished seeds
+# (none can be given from one); a run's troubles only where some group had one. summary_rows has every one.
+SUMMARY_COLUMNS = ("group", "seeds", "seeds_reached_final", "final_step", "final_return_iqm", "best_return_iqm",
+                   "final_normalized_iqm", "normalized_reference", "final_returns_per_seed", "final_dataset_q",
+                   "mc_return", "final_bc_distance", "behaviour_return")
+SPREAD_COLUMNS = ("final_return_ci_low", "final_return_ci_high", "final_return_std", "best_return_ci_low",
+                  "best_return_ci_high", "final_normalized_ci_low", "final_normalized_ci_high")
+TROUBLE_COLUMNS = ("seeds_diverged", "seeds_stopped_early", "why_diverged", "copies", "copy_folders")
+
+
+def csv_columns(rows: list[dict]) -> list[str]:
+    """summary.csv's columns for these rows: SUMMARY_COLUMNS, then the spread and trouble columns that some row
+    fills, and runner.py's label (config) where it is not the group's."""
+    spread = any(row["seeds_reached_final"] > 1 for row in rows)
+    trouble = [name for name in TROUBLE_COLUMNS if any(row[name] for row in rows)]
+    config = ["config"] if any(row["config"] != row["group"] for row in rows) else []
+    return [*SUMMARY_COLUMNS[:1], *config, *SUMMARY_COLUMNS[1:], *SPREAD_COLUMNS * spread, *trouble]
 
 
 def show(value: object) -> str:

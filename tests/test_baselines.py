@@ -104,6 +104,9 @@ def test_bc_top_percent_records_what_it_kept_and_refuses_to_keep_nothing(minari_
     buffer = dataset_to_buffer(minari.load_dataset(DATASET_ID), CPU)  # the episodes of return 50 and 40
     lengths = np.diff(np.concatenate([[0], buffer.episode_ends]))
     assert (meta["bc_top_percent_episodes"], meta["bc_top_percent_transitions"]) == (2, lengths[1] + lengths[3])
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("--bc_top_percent")]
+    assert said == [f"--bc_top_percent 50: training on the 2 best episodes of 4 by return ({lengths[1] + lengths[3]:,} "
+                    f"of {len(buffer):,} transitions)"]
     assert meta["dataset_transitions"] == len(buffer)
 
 

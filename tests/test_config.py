@@ -1,4 +1,5 @@
 """Flags as dataclass fields: one declaration gives the flag, its check, its label and its config.json entry."""
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -89,11 +90,12 @@ def test_the_same_flags_with_what_makes_them_count_are_taken():
      "td3_bc_weight=10_cql_alpha=5"),
     (["--agent", "bc", "--bc_top_percent", "10"], "bc_bc_top_percent=10"),
     (["--hidden", "256", "256", "--batch_size", "256"], "td3_batch_size=256_hidden=256-256"),
-    (["--eval_every", "5000", "--gamma", "0.9"], "td3_gamma=0.9_eval_every=5000"),
+    (["--eval_every", "5000", "--gamma", "0.9", "--total_steps", "5000", "--eval_episodes", "3", "--log_every", "10",
+      "--max_abs_q", "1e6"], "td3_gamma=0.9"),  # the run's length and measurements: in config.json alone
     (["--cql_alpha", "1", "--cql_uniform_only", "--dataset", "mujoco/hopper/expert-v0"],
      "td3_dataset=mujoco-hopper-expert-v0_cql_alpha=1_cql_uniform_only"),
 ])
-def test_a_runs_label_names_the_flags_off_their_default_in_flag_order(argv, label):
+def test_a_runs_label_names_the_learning_flags_off_their_default_in_flag_order(argv, label):
     assert config.config_name(config.parse(argv)[0]) == label
 
 
@@ -152,3 +154,13 @@ def test_a_new_field_is_a_flag_with_its_check_and_a_nested_dataclass_brings_its_
     with pytest.raises(SystemExit):
         parser.parse_args(["--rate", "1.5"])
     assert capsys.readouterr().err == "test: error: argument --rate: must be a finite number > 0 and <= 1, got 1.5\n"
+
+
+def test_a_groups_label_is_the_shared_label_then_each_differing_member_flag_in_run_order():
+    base = config.parse(["--cql_alpha", "5", "--total_steps", "5000"])[0]
+    runs = [dataclasses.replace(base, seed=seed, td3=dataclasses.replace(base.td3, bc_weight=weight))
+            for weight in (0.1, 10.0) for seed in (0, 1)]
+    assert config.group_label(runs) == "td3_cql_alpha=5 seed=0,1,0,1 bc_weight=0.1,0.1,10,10"
+    assert config.group_label(runs[:1]) == "td3_bc_weight=0.1_cql_alpha=5"
+    auto = config.parse(["--bc_weight", "auto"])[0]
+    assert config.group_label([auto, dataclasses.replace(auto, seed=1)]) == "td3_bc_weight=auto seed=0,1"

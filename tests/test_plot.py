@@ -106,10 +106,54 @@ def test_training_curves_per_group_and_across_groups_come_from_train_csv(tmp_pat
     per_group = {"training_curves_td3.png", "training_curves_td3_cql5.png"}
     assert {"training_curves.png", *per_group} <= set(figures)
     td3 = [ax.get_title() for ax in figures["training_curves_td3.png"].axes]
-    assert "td_loss" in td3 and not any("cql" in title.lower() for title in td3)  # absent columns: no panel
+    assert any(title.startswith("td_loss") for title in td3)
+    assert not any(title.lower().startswith("cql") for title in td3)  # no CQL columns: no CQL panel
     cql = figures["training_curves_td3_cql5.png"]
-    assert panel(cql, "CQL").get_legend() is not None and panel(cql, "td_loss").get_yscale() == "log"
-    assert panel(figures["training_curves.png"], "critic_loss").get_yscale() == "log"
+    assert panel(cql, "CQL").get_legend() is not None
+    across = [ax.get_title().split(":")[0].split(" ")[0] for ax in figures["training_curves.png"].axes]
+    assert across == ["q1", "td_loss", "cql_penalty", "cql_alpha", "ddpg_loss", "bc_loss", "bc_weight"]  # the rest
+    # (q2, target_q, critic_loss, the CQL parts, actor_loss) is in each configuration's figure and in train.csv
+
+
+def test_series_that_coincide_each_show_in_their_own_style(tmp_path):
+    write_run(tmp_path, "td3", 0)  # the fake train.csv gives q1, q2 and target_q the same values
+    ax = panel(figures_of(tmp_path)["training_curves_td3.png"], "q1, q2, target_q")
+    means = ax.get_lines()
+    assert len(means) == 3 and all((line.get_ydata() == means[0].get_ydata()).all() for line in means)
+    styles = [(line.get_linestyle(), line.get_linewidth()) for line in means]
+    assert len(set(styles)) == 3  # drawn one above the other, each still shows
+    assert [w for _, w in styles] == sorted((w for _, w in styles), reverse=True) or styles[1][0] != "-"
+    legend = [(h.get_linestyle(), h.get_linewidth()) for h in ax.get_legend().get_lines()]
+    assert legend == styles  # each legend entry looks like its line
+
+
+def test_axes_turn_log_only_over_decades_and_their_ticks_are_plain_numbers(tmp_path):
+    def train_csv_with(name: str, values: list[float]) -> dict:
+        run_dir = write_run(tmp_path / name, "td3", 0, returns=(1.0,) * len(values))
+        rows = ["step,td_loss,actor_loss"] + [f"{1000 * (i + 1)},{v},{-v}" for i, v in enumerate(values)]
+        (run_dir / "train.csv").write_text("\n".join(rows) + "\n")
+        return figures_of(tmp_path / name)
+    narrow = train_csv_with("narrow", [14.0, 19.0, 16.0])["training_curves.png"]
+    assert panel(narrow, "td_loss").get_yscale() == "linear"  # 14-19: no log axis of 1.4-1.9 x 10^1
+    wide = train_csv_with("wide", [1.0, 100.0, 5000.0])
+    td_loss = panel(wide["training_curves.png"], "td_loss")
+    assert td_loss.get_yscale() == "log" and td_loss.yaxis.get_major_formatter()(1000.0, 0) == "1,000"
+    actor_loss = panel(wide["training_curves_td3.png"], "ddpg_loss, actor_loss")  # -1 to -5,000
+    assert actor_loss.get_yscale() == "symlog" and actor_loss.yaxis.get_major_formatter()(-100.0, 0) == "-100"
+
+
+def test_many_configurations_colour_the_best_and_draw_the_others_thin_and_grey(tmp_path):
+    for i in range(plot.MAX_COLOURED + 5):
+        write_run(tmp_path, f"td3_bc_weight={i}", 0, returns=(100.0, 200.0, 100.0 * i), bc_weight=float(i))
+    figures = figures_of(tmp_path)
+    legend = [t.get_text() for t in figures["returns.png"].legends[0].get_texts()]
+    best = [f"td3_bc_weight={i}" for i in range(5, plot.MAX_COLOURED + 5)]
+    assert [text.split(" (")[0] for text in legend[:plot.MAX_COLOURED]] == best
+    assert legend[plot.MAX_COLOURED].replace("\n", " ").startswith("5 other configurations")
+    ax = figures["returns.png"].axes[0]
+    assert len(ax.get_lines()) == plot.MAX_COLOURED and len(ax.collections[0].get_segments()) == 5
+    assert {name for name in figures if name.startswith("training_curves_")} == {
+        f"training_curves_{label}.png" for label in best[-plot.MAX_OWN_FIGURES:]}  # a figure each for the very best
 
 
 def test_training_curves_are_skipped_quietly_without_train_csv(tmp_path, capsys):
@@ -120,12 +164,14 @@ def test_training_curves_are_skipped_quietly_without_train_csv(tmp_path, capsys)
     assert (tmp_path / "returns.png").exists()
 
 
-def test_diverging_q_is_drawn_on_symlog_and_calm_q_on_a_linear_axis(tmp_path):
+def test_diverging_q_is_drawn_on_a_log_axis_and_calm_q_on_a_linear_one(tmp_path):
     write_run(tmp_path / "calm", "td3", 0)
     assert figures_of(tmp_path / "calm")["q_values.png"].axes[0].get_yscale() == "linear"
     progress = write_run(tmp_path / "diverged", "td3", 0) / "progress.csv"
     progress.write_text(progress.read_text().replace(",30.0,", ",3e6,"))
-    assert figures_of(tmp_path / "diverged")["q_values.png"].axes[0].get_yscale() == "symlog"
+    assert figures_of(tmp_path / "diverged")["q_values.png"].axes[0].get_yscale() == "log"
+    progress.write_text(progress.read_text().replace(",3e6,", ",-3e6,"))
+    assert figures_of(tmp_path / "diverged")["q_values.png"].axes[0].get_yscale() == "symlog"  # signed: symlog
 
 
 def test_mc_return_line_is_drawn_once_per_distinct_value_and_labelled(tmp_path):
@@ -139,8 +185,7 @@ def test_mc_return_line_is_drawn_once_per_distinct_value_and_labelled(tmp_path):
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert [text for text in legend if text.startswith("MC return")] == ["MC return of the dataset pairs = 280",
                                                                           "MC return of the dataset pairs = 300"]
-    policy_q = panel(fig, "policy_q")  # the dataset's return is not the policy's value: no line beside it
-    assert horizontal_lines(policy_q, 280.0) == horizontal_lines(policy_q, 300.0) == []
+    assert len(fig.axes) == 1  # policy_q nearly repeats dataset_q: progress.csv keeps it
 
 
 def test_behaviour_return_is_one_labelled_reference_line(tmp_path):
@@ -255,13 +300,12 @@ def test_cql_logsumexp_summed_over_both_critics_has_a_panel_apart_from_the_mean_
     assert "summed over both critics" in panel(fig, "cql_logsumexp").get_title().replace("\n", " ")
 
 
-def test_the_actor_loss_panel_says_it_is_the_ddpg_loss_when_bc_weight_is_0(tmp_path):
+def test_the_actor_loss_panel_says_it_is_the_ddpg_loss_when_bc_weight_is_0_and_the_overview_shows_ddpg_loss(tmp_path):
     write_run(tmp_path, "td3", 0)
     figures = figures_of(tmp_path)
     assert "one line when bc_weight = 0" in panel(figures["training_curves_td3.png"], "ddpg_loss").get_title().replace(
         "\n", " ")
-    assert "ddpg_loss itself when bc_weight = 0" in panel(figures["training_curves.png"], "actor_loss").get_title(
-        ).replace("\n", " ")
+    assert not [ax for ax in figures["training_curves.png"].axes if "actor_loss" in ax.get_title()]
 
 
 def test_a_metric_plot_py_does_not_know_gets_a_panel_of_its_own(tmp_path):

@@ -24,7 +24,7 @@ def test_short_run_writes_config_csv_and_checkpoints(tiny_dataset, tmp_path):
                           "--bc_weight", "10", "--cql_alpha", "1", "--results_dir", str(results)])
     assert status == 0
     run_dir = only_run(results)
-    label = "td3_dataset=test-hopper-tiny-v0_total_steps=40_bc_weight=10_cql_alpha=1_batch_size=32_hidden=32-32_"
+    label = "td3_dataset=test-hopper-tiny-v0_bc_weight=10_cql_alpha=1_batch_size=32_hidden=32-32"
     assert os.path.basename(run_dir).startswith(label)
     assert sorted(os.listdir(run_dir)) == [".lock", "actor.pt", "actor_best.pt", "checkpoint.pt", "config.json",
                                            "progress.csv", "train.csv"]
@@ -181,6 +181,22 @@ def test_seeds_pass_the_users_threads_to_each_run(tiny_dataset, tmp_path):
         torch.set_num_threads(threads)
     for run_dir in results.iterdir():  # how it ran is not what it is: not recorded
         assert "threads" not in json.loads((run_dir / "config.json").read_text())["flags"]
+
+
+def test_threads_default_to_one_and_obey_omp_num_threads(tiny_dataset, tmp_path, monkeypatch):
+    threads = torch.get_num_threads()
+    try:
+        for omp, expected in ((None, 1), ("2", 2)):  # torch read OMP_NUM_THREADS=2 at import: 2 threads already
+            torch.set_num_threads(2)
+            if omp:
+                monkeypatch.setenv("OMP_NUM_THREADS", omp)
+            else:
+                monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+            assert runner.main([*FAST, "--total_steps", "2", "--eval_every", "2",
+                                "--results_dir", str(tmp_path / str(omp))]) == 0
+            assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_ctrl_c_while_the_dataset_loads_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):

@@ -180,9 +180,11 @@ def test_a_signal_stops_the_sweeps_workers_at_a_checkpoint_and_writes_no_table(t
     launcher.send_signal(sig)  # to the launcher alone, as `timeout` or a batch scheduler sends it
     assert launcher.wait(timeout=120) == 130
     sweep_dir = run_dirs[0].parent
-    assert launcher.stderr.read().splitlines()[-1] == (
+    err = launcher.stderr.read()
+    assert err.splitlines()[-1] == (
         f"sweep.py: stopped by {sig.name}; its runs stopped at their checkpoints and no table was written. Resume "
         f"with: python sweep.py --resume {sweep_dir}")
+    assert err.count("--resume") == 1, err  # the one line that continues what the user started
     assert not (sweep_dir / "sweep.csv").exists()
     for run_dir in run_dirs:
         run_folder.hold(str(run_dir)).close()  # no worker holds it any more: none trains on, unwatched
@@ -215,3 +217,10 @@ def test_resume_beside_other_flags_or_of_a_folder_that_is_no_sweep_is_refused(ti
     (sweep_dir / "sweep.json").write_text(json.dumps(record))
     err = one_line_error(capsys, ["--resume", str(sweep_dir)], "runner.py")  # runner.py's flags, checked as its
     assert f"{sweep_dir}/sweep.json: argument --lr: must be a finite number > 0, got -1" in err
+
+
+def test_a_sweep_leaves_threads_to_runner_unless_given(tmp_path):
+    for argv, threads in (([], None), (["--threads", "2"], 2)):
+        values, _, passthrough = sweep.parse(["--bc_weight", "1", "10", "--results_dir", str(tmp_path), *argv])
+        _, record = sweep.new_sweep(values, config.parse(passthrough)[2])
+        assert [run.get("threads") for group in record["groups"] for run in group] == [threads, threads]
