@@ -2,6 +2,8 @@
 
     python plot.py results/                                  # figures and summary.csv into results/
     python plot.py results/ --out figs --behaviour_return 1673
+    python plot.py models/                                   # each fitted model's losses: <its name>.png
+
 
 Runs are read and grouped into configurations by summary.py (seeds of one configuration together,
 labelled by runner.py's label or the flags that differ). Each seed is a thin line, the mean over
@@ -16,6 +18,7 @@ best MAX_OWN_FIGURES get a figure of their own. The summary table (summary.py) g
 interquartile mean (IQM) over seeds with a 95% percentile-bootstrap interval.
 """
 import argparse
+import csv
 import hashlib
 import io
 import math
@@ -35,7 +38,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from harness import flags
-from harness.files import RunFolderError, csv_text, write_atomically, write_text
+from harness.files import RunFolderError, csv_text, read_text, write_atomically, write_text
 from harness.summary import (PlotError, Run, completion, csv_columns, group_runs, load_runs, mean_of_last, series,
                              summary_rows, summary_table)
 
@@ -381,13 +384,67 @@ def write_outputs(makers: dict[str, Callable[[], Figure | None]], rows: list[dic
     return paths
 
 
+FIT_PANELS = {  # a fitted model's CSV (harness/fitted.py): x, then panels of (columns, title)
+    "epoch": ((("train_nll", "holdout_nll"), "Gaussian NLL (train, held-out)"),
+              (("holdout_mse", "best_holdout_mse"), "held-out MSE of the elites' means (now, kept)"),
+              (("holdout_mse_next_obs", "holdout_mse_reward"), "held-out MSE: next state, reward")),
+    "step": ((("train_loss", "holdout_loss"), "-ELBO (train, held-out)"),
+             (("holdout_recon", "holdout_kl"), "held-out parts: reconstruction, beta_kl x KL"))}
+
+
+def fit_figure(path: str) -> Figure:
+    """A fitted model's losses, per epoch (dynamics) or per 1,000 steps (VAE), and where its fit stopped."""
+    rows = list(csv.DictReader(io.StringIO(read_text(path))))
+    x_name = "epoch" if "epoch" in rows[0] else "step"
+    x = np.array([float(row[x_name]) for row in rows])
+    panels = FIT_PANELS[x_name]
+    fig = Figure(figsize=(4.5 * len(panels), 3.4), layout="constrained")
+    for ax, (names, title) in zip(fig.subplots(1, len(panels)), panels):
+        for name, style in zip(names, ("-", "--")):
+            values = np.array([float(row[name]) for row in rows])
+            ax.plot(x, values, style, label=name, linewidth=2 if style == "-" else 1.2)
+        ax.set(title=title, xlabel=x_name)
+        set_scale(ax, [np.array([float(row[n]) for row in rows]) for n in names], "log")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{os.path.basename(path)[:-4]}: stopped after {x_name} {x[-1]:.0f}", fontsize=9)
+    return fig
+
+
+def write_fit_figures(folder: str, out: str) -> list[str]:
+    """<name>.png of every fitted model's CSV in folder (plot.py models/); their paths."""
+    found = sorted(f for f in os.listdir(folder) if re.search(r"-(dynamics|behaviour)-[0-9a-f]+\.csv$", f))
+    paths = []
+    for name in found:
+        try:
+            fig = fit_figure(os.path.join(folder, name))
+        except (OSError, ValueError, KeyError, IndexError, csv.Error) as err:
+            print(f"plot.py: warning: skipping {os.path.join(folder, name)} ({err})", file=sys.stderr)
+            continue
+        image = io.BytesIO()
+        fig.savefig(image, format="png", dpi=110)
+        paths.append(os.path.join(out, name[:-4] + ".png"))
+        try:
+            os.makedirs(out, exist_ok=True)
+            write_atomically(paths[-1], image.getvalue())
+        except (OSError, RunFolderError) as err:
+            raise PlotError(f"--out '{out}': {err}") from None
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Read every run, write the figures and summary.csv, print the summary; 2 on a one-line error."""
+    """Read every run, write the figures and summary.csv, print the summary; 2 on a one-line error.
+
+    A folder of fitted models (models/) gets a figure per fit instead."""
     args = build_parser().parse_args(argv)
+    out = args.out or args.results_dir
     try:
+        fits = write_fit_figures(args.results_dir, out) if os.path.isdir(args.results_dir) else []
+        if fits:
+            print("\n".join(f"wrote {path}" for path in fits))
+            return 0
         groups = group_runs(load_runs(args.results_dir))
         rows = summary_rows(groups)
-        paths = write_outputs(figure_makers(groups, args.behaviour_return), rows, args.out or args.results_dir)
+        paths = write_outputs(figure_makers(groups, args.behaviour_return), rows, out)
     except PlotError as e:
         print(f"plot.py: error: {e}", file=sys.stderr)
         return 2

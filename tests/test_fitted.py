@@ -6,6 +6,7 @@ import shutil
 import pytest
 import torch
 
+import plot
 import runner
 from harness import fitted
 from helpers import FAST, read_csv
@@ -52,6 +53,8 @@ def test_a_model_is_fitted_once_then_every_later_run_and_seed_loads_it_and_says_
     err = capsys.readouterr().err
     assert err.count(f"loaded {tmp_path / 'models' / name}") == 1 and "fitted and saved" not in err
     assert model_files(tmp_path, kind) == [name] and (tmp_path / "models" / name).read_bytes() == saved
+    assert plot.main([str(tmp_path / "models")]) == 0  # the fit's losses as a figure
+    assert (tmp_path / "models" / name.replace(".pt", ".png")).stat().st_size > 10_000
 
 
 def test_other_settings_fit_a_model_of_their_own_beside_the_first(tiny_dataset, tmp_path, capsys):
