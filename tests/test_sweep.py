@@ -1,4 +1,5 @@
 """sweep.py: one run per alpha_reg value in groups trained side by side, and a table that says what each value did."""
+import contextlib
 import csv
 import json
 import os
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness import config
 from harness import run_folder
 from harness import sweep_table
 import runner
@@ -222,5 +224,6 @@ def test_resume_beside_other_flags_or_of_a_folder_that_is_no_sweep_is_refused(ti
 def test_a_sweep_leaves_threads_to_runner_unless_given(tmp_path):
     for argv, threads in (([], None), (["--threads", "2"], 2)):
         values, _, passthrough = sweep.parse(["--bc_weight", "1", "10", "--results_dir", str(tmp_path), *argv])
-        _, record = sweep.new_sweep(values, config.parse(passthrough)[2])
+        with contextlib.ExitStack() as held:  # the sweep folder's lock, let go at once
+            _, record = sweep.new_sweep(values, config.parse(passthrough)[2], held)
         assert [run.get("threads") for group in record["groups"] for run in group] == [threads, threads]
