@@ -148,3 +148,14 @@ def test_model_rollouts_on_an_env_without_a_termination_rule_are_refused(minari_
                      "--model_dir", str(tmp_path / "m"), "--rollout_length", "5", "--batch_size", "8")
     assert "--rollout_length: model rollouts need the env's termination rule" in err
     assert not (tmp_path / "r").exists() and not (tmp_path / "m").exists()
+
+
+def test_a_fit_never_replaces_a_saved_file(tiny_dataset, tmp_path, capsys):
+    assert train(tmp_path, *SPOT) == 0
+    (name,) = model_files(tmp_path, "behaviour")
+    path = tmp_path / "models" / name
+    saved = path.read_bytes()
+    record = torch.load(path, weights_only=True)["record"]
+    fitted.save(str(path), record, torch.nn.Linear(2, 2), [{"step": 1}], {})  # another process's fit, finished later
+    assert path.read_bytes() == saved
+    assert not [f for f in os.listdir(tmp_path / "models") if f.endswith(".tmp")]
