@@ -9,6 +9,7 @@ import torch
 import plot
 import runner
 from harness import fitted
+from conftest import DATASET_ID
 from helpers import FAST, read_csv
 from resume_helpers import resume_error
 
@@ -159,3 +160,18 @@ def test_a_fit_never_replaces_a_saved_file(tiny_dataset, tmp_path, capsys):
     fitted.save(str(path), record, torch.nn.Linear(2, 2), [{"step": 1}], {})  # another process's fit, finished later
     assert path.read_bytes() == saved
     assert not [f for f in os.listdir(tmp_path / "models") if f.endswith(".tmp")]
+
+
+def test_a_run_gets_its_fitted_models_frozen(tiny_dataset, tmp_path):
+    from harness import config, runs
+    from harness.config import LaunchConfig
+    cfg = config.from_flags({"dataset": DATASET_ID, "batch_size": 32, "hidden": [32, 32], "support_weight": 0.2,
+                             "vae_hidden": [16, 16], "vae_steps": 200, "rollout_length": 3, "rollout_starts": 40,
+                             "model_hidden": [16, 16], "model_epoch_steps": 20, "model_max_epochs": 2})[0]
+    group = runs.build([cfg], LaunchConfig(model_dir=str(tmp_path / "models"), device="cpu"))
+    for model in (group.agent.behaviour, group.rollouts.model):
+        assert not model.training and not any(p.requires_grad for p in model.parameters())
+    group.rollouts.rollout(group.agent.actor)
+    for _ in range(4):
+        group.agent.update(*group.rollouts.sample(group.agent.members.generators))
+    assert all(p.grad is None for p in group.agent.behaviour.parameters())

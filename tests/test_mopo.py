@@ -207,3 +207,13 @@ def test_members_share_one_model_which_the_rollouts_never_train(narrow):
     for key, value in rollouts.model.state_dict().items():
         assert torch.equal(value, before[key])
     assert all(p.grad is None for p in rollouts.model.parameters())
+
+
+def test_rollout_actions_are_the_actors_plus_td3s_exploration_noise(narrow):
+    agent, rollouts = make_rollouts(narrow)
+    rollouts.rollout(agent.actor)
+    obs, actions, *_ = stored(rollouts)
+    with torch.no_grad():
+        noise = actions - agent.actor(obs[None])[0]
+    inside = (actions.abs() < 0.999).all(-1)  # away from the box's edges, where clipping would bias the noise
+    assert noise[inside].std().item() == pytest.approx(mopo.ROLLOUT_NOISE, rel=0.15)
