@@ -280,7 +280,7 @@ def truncate_logs(run_dir: str, step: int, columns: dict[str, list[str]]) -> Non
 
 
 def record_length(run_dir: str, meta: dict, run_config: RunConfig) -> None:
-    """Write the new --total_steps (and so the new label) into config.json if --resume lengthened the run."""
+    """Write the new --total_steps into config.json if --resume lengthened the run (the label leaves it out)."""
     if run_config.total_steps != meta["flags"].get("total_steps"):
         write_config(run_dir, meta | {"flags": meta["flags"] | {"total_steps": run_config.total_steps},
                                       "config": config.config_name(run_config)}, f"; {CHECKPOINT} is intact")
