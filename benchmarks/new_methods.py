@@ -11,13 +11,14 @@ fitted: a fitted model costs the same arithmetic. The dynamics fit is timed for 
 steps at its default size and batch; a whole fit is at most model_max_epochs x model_epoch_steps
 of them (the fit's CSV says where it stopped).
 """
+import dataclasses
 import statistics
 import time
 
 import torch
 
 from behaviour_vae import BehaviourVAE, VAEConfig
-from dynamics import DynamicsConfig, DynamicsEnsemble, nll, optimizer
+from dynamics import DynamicsConfig, DynamicsEnsemble, fit_epoch, optimizer, split_rows, termination_rule
 from harness.config import RunConfig
 from harness.runs import make_agent
 from mopo import MOPOConfig, ModelRollouts
@@ -39,7 +40,7 @@ def agents(buffer: ReplayBuffer, env, members: int) -> dict[str, tuple]:
     model = DynamicsEnsemble(buffer.obs_dim, buffer.act_dim, DynamicsConfig(), torch.Generator()).requires_grad_(False)
     cpu = torch.device("cpu")
     mopo_agent = make_agent(mopo, buffer, env, cpu)
-    rollouts = ModelRollouts(model, lambda obs: obs[..., 0] < 0.7, mopo[0].mopo, buffer, mopo_agent.members, 128)
+    rollouts = ModelRollouts(model, termination_rule(env), mopo[0].mopo, buffer, mopo_agent.members, 128)
     rollouts.rollout(mopo_agent.actor)  # a full round first, so that batches have model rows to draw
     return {"td3_bc": (make_agent(td3_bc, buffer, env, cpu), None), "mopo": (mopo_agent, rollouts),
             "spot": (make_agent(spot, buffer, env, cpu, behaviour=vae), None)}
@@ -72,21 +73,16 @@ def bench_updates(buffer: ReplayBuffer, env, members: list[int], rounds: int) ->
 
 
 def bench_fit(buffer: ReplayBuffer, steps: int = 200) -> float:
-    """Seconds per step of the dynamics fit at its default size and batch (each member its own batch)."""
+    """Seconds per step of the dynamics fit at its default size and batch: dynamics.fit_epoch itself, on the
+    shuffled rows the fit draws from."""
     cfg = DynamicsConfig()
-    model = DynamicsEnsemble(buffer.obs_dim, buffer.act_dim, cfg, torch.Generator().manual_seed(0))
-    opt, gen = optimizer(model), torch.Generator().manual_seed(0)
-    obs, actions, rewards, next_obs, _ = buffer.split(buffer.data)
-    x, y = torch.cat([obs, actions], -1), torch.cat([next_obs - obs, rewards[:, None]], -1)
-
-    def fit_step():
-        idx = torch.randint(len(x), (cfg.model_ensemble, cfg.model_batch_size), generator=gen)
-        mean, logvar = model(x[idx][..., :buffer.obs_dim], x[idx][..., buffer.obs_dim:])
-        opt.zero_grad()
-        nll(mean, logvar, y[idx]).sum().backward()
-        opt.step()
-    seconds_per_call(fit_step, 10)
-    return seconds_per_call(fit_step, steps)
+    gen = torch.Generator().manual_seed(0)
+    model = DynamicsEnsemble(buffer.obs_dim, buffer.act_dim, cfg, gen)
+    opt = optimizer(model)
+    x, y = split_rows(buffer, gen)
+    fit_epoch(model, opt, x, y, dataclasses.replace(cfg, model_epoch_steps=10), gen)  # warm-up
+    timed = dataclasses.replace(cfg, model_epoch_steps=steps)
+    return seconds_per_call(lambda: fit_epoch(model, opt, x, y, timed, gen), 1) / steps
 
 
 def run(buffer: ReplayBuffer, env, members: list[int], rounds: int) -> None:
