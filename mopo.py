@@ -21,7 +21,7 @@ import torch
 from dynamics import ROLLOUTS, DynamicsEnsemble
 from networks import Actor, Members
 from td3_agent import TD3, hyper
-from utils import ReplayBuffer
+from utils import ReplayBuffer, draw_rows
 
 # The actor is deterministic; rollouts add TD3's exploration noise (std 0.1 of the action half-range)
 # so that the critic also learns the value of actions near mu(s) in model states, as online TD3 does.
@@ -125,8 +125,9 @@ class ModelRollouts:
             alive &= ~done
             obs = next_obs
         taken = steps.sum(-1).clamp(min=1)
-        self.last = dict(zip(self.METRICS, (penalty / taken, reward / taken, (reward - cfg.reward_penalty * penalty) / taken,
-                                            steps.mean(-1), (~alive).float().mean(-1))))
+        penalised = (reward - cfg.reward_penalty * penalty) / taken
+        self.last = dict(zip(self.METRICS, (penalty / taken, reward / taken, penalised, steps.mean(-1),
+                                            (~alive).float().mean(-1))))
 
     def store(self, k: int, rows: torch.Tensor) -> None:
         """Append rows to member k's ring, the oldest overwritten once it is full."""
@@ -141,11 +142,8 @@ class ModelRollouts:
     def sample(self, generators: list[torch.Generator]) -> tuple[torch.Tensor, ...]:
         """One batch per member: real_rows dataset transitions, then model_rows model ones; ReplayBuffer.split's
         tensors, (M, B, ...)."""
-        device = self.data.device
-        real = torch.stack([torch.randint(len(self.buffer), (self.real_rows,), generator=g, device=device)
-                            for g in generators])
-        fake = torch.stack([torch.randint(size, (self.model_rows,), generator=g, device=device)
-                            for size, g in zip(self.size, generators)])
+        real = draw_rows(len(self.buffer), self.real_rows, generators)  # (M, real_rows)
+        fake = torch.cat([draw_rows(size, self.model_rows, [g]) for size, g in zip(self.size, generators)])
         rows = torch.cat([self.buffer.data[real], torch.gather(self.data, 1, fake[..., None].expand(
             -1, -1, self.data.shape[-1]))], dim=1)
         return self.buffer.split(rows)
@@ -164,4 +162,4 @@ class ModelRollouts:
         self.data[k, :len(rows)] = rows.to(self.data.device)
         self.size[k], self.next[k] = len(rows), int(state["next"])
         for name, value in state["last"].items():
-            self.last.setdefault(name, torch.zeros(self.members.count))[k] = value
+            self.last.setdefault(name, torch.zeros(self.members.count, device=self.data.device))[k] = value

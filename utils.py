@@ -31,6 +31,11 @@ HINT = ("Set MINARI_DATASETS_PATH to the folder that holds it (the one with mujo
         "MINARI_DATASETS_PATH=~/datasets/minari)")
 
 
+def draw_rows(rows: int, batch_size: int, generators: list[torch.Generator]) -> torch.Tensor:
+    """batch_size row indices in [0, rows) per generator, uniform with replacement: (M, B)."""
+    return torch.stack([torch.randint(rows, (batch_size,), generator=g, device=g.device) for g in generators])
+
+
 @dataclass
 class ReplayBuffer:
     """Every transition of a dataset, loaded once, as tensors on the training device.
@@ -57,9 +62,7 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, generators: list[torch.Generator]) -> tuple[torch.Tensor, ...]:
         """One uniform batch per member, with replacement, drawn from its generator: (M, B, ...) tensors."""
-        idx = torch.stack([torch.randint(len(self), (batch_size,), generator=g, device=self.data.device)
-                           for g in generators])
-        return self.split(self.data[idx])
+        return self.split(self.data[draw_rows(len(self), batch_size, generators)])
 
 
 def remote_reachable() -> bool:
