@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dynamics import holdout_size, spread
 from networks import StackedMLP
 from td3_agent import TD3, hyper
 from utils import ReplayBuffer
 
 SUPPORT = ("support_weight", "> 0")  # the VAE's flags act only with the support term on
 LOG_STD_RANGE = (-4.0, 15.0)  # SPOT's clamp of the encoder's log sigma
-HOLDOUT = 1000  # held-out transitions (or 20 % of a smaller dataset)
 
 
 @dataclass
@@ -78,11 +78,11 @@ def fit(buffer: ReplayBuffer, action_low: torch.Tensor, action_high: torch.Tenso
     generator = torch.Generator().manual_seed(seed)
     obs, actions = (t.cpu() for t in buffer.split(buffer.data)[:2])
     order = torch.randperm(len(obs), generator=generator)
-    n_held = max(1, min(int(0.2 * len(obs)), HOLDOUT))
+    n_held = holdout_size(len(obs))  # as the dynamics fit's
     held, train = order[:n_held], order[n_held:]
     model = BehaviourVAE(obs.shape[1], actions.shape[1], action_low, action_high, cfg, generator)
     model.obs_mean.copy_(obs[train].mean(0))
-    model.obs_std.copy_(torch.where(obs[train].std(0) < 1e-12, 1.0, obs[train].std(0)))
+    model.obs_std.copy_(spread(obs[train]))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     held_noise = torch.randn(n_held, model.latent, generator=generator)  # one fixed draw: a smooth held-out curve
     total, count = 0.0, 0
@@ -103,4 +103,4 @@ def fit(buffer: ReplayBuffer, action_low: torch.Tensor, action_high: torch.Tenso
 
 
 # What decides a fit's weights: its code version (harness/fitted.py) is a hash of their source
-FIT_CODE = (StackedMLP, BehaviourVAE, fit)
+FIT_CODE = (StackedMLP, BehaviourVAE, holdout_size, spread, fit)

@@ -107,8 +107,14 @@ def split_rows(buffer: ReplayBuffer, generator: torch.Generator) -> tuple[torch.
 
 
 def holdout_size(n: int) -> int:
-    """MOPO's held-out part: 20 % of the data, at most 1,000 transitions, at least one."""
+    """MOPO's held-out part: 20 % of the data, at most 1,000 transitions, at least one (the VAE's too)."""
     return max(1, min(int(0.2 * n), HOLDOUT))
+
+
+def spread(x: torch.Tensor) -> torch.Tensor:
+    """Each column's std, for standardising inputs; 1 where a column is constant (below 1e-12), as MOPO's scaler."""
+    std = x.std(0)
+    return torch.where(std < 1e-12, 1.0, std)
 
 
 @torch.no_grad()
@@ -133,7 +139,7 @@ def fit(buffer: ReplayBuffer, cfg: DynamicsConfig, seed: int) -> Iterator[tuple[
     n_held = holdout_size(len(x))
     (x_held, y_held), (x_train, y_train) = (x[:n_held], y[:n_held]), (x[n_held:], y[n_held:])
     model.input_mean.copy_(x_train.mean(0))
-    model.input_std.copy_(torch.where(x_train.std(0) < 1e-12, 1.0, x_train.std(0)))
+    model.input_std.copy_(spread(x_train))
     opt = optimizer(model)
     best = torch.full((cfg.model_ensemble,), math.inf)
     best_state = {name: t.detach().clone() for name, t in model.net.state_dict().items()}
@@ -227,5 +233,5 @@ def mean_predictor_mse(buffer: ReplayBuffer) -> float:
 
 
 # What decides a fit's weights: its code version (harness/fitted.py) is a hash of their source
-FIT_CODE = (StackedMLP, DynamicsEnsemble, targets, nll, optimizer, split_rows, holdout_size, holdout_errors, fit,
-            fit_epoch)
+FIT_CODE = (StackedMLP, DynamicsEnsemble, targets, nll, optimizer, split_rows, holdout_size, spread, holdout_errors,
+            fit, fit_epoch)
