@@ -36,8 +36,10 @@ class IQLConfig:
 
 
 def advantage_scale(episode_returns: np.ndarray) -> float:
-    """The paper's reward scaling for locomotion, 1000 / (max - min episode return), applied to the advantage."""
-    return 1000 / max(float(episode_returns.max() - episode_returns.min()), 1e-6)
+    """The paper's reward scaling for locomotion, 1000 / (max - min episode return), applied to the advantage;
+    1 (unscaled) where every episode returns the same, and the scale is undefined."""
+    spread = float(episode_returns.max() - episode_returns.min())
+    return 1000 / spread if spread > 1e-6 else 1.0
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:

@@ -362,6 +362,13 @@ def make_figures(groups: dict[str, list[Run]], behaviour_return: float | None) -
     return {name: fig for name, fig in figures.items() if fig is not None}
 
 
+def save_figure(fig: Figure, path: str) -> None:
+    """The figure as a PNG at path, as runner.py writes: a temporary file and a rename, never through a link."""
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=110)
+    write_atomically(path, image.getvalue())
+
+
 def write_outputs(makers: dict[str, Callable[[], Figure | None]], rows: list[dict], out: str) -> list[str]:
     """Make and write each figure in turn (one in memory at a time), then summary.csv, into out; their paths."""
     paths = []
@@ -374,9 +381,7 @@ def write_outputs(makers: dict[str, Callable[[], Figure | None]], rows: list[dic
             fig = make()
             if fig is not None:
                 paths.append(os.path.join(out, name))
-                image = io.BytesIO()
-                fig.savefig(image, format="png", dpi=110)
-                write_atomically(paths[-1], image.getvalue())
+                save_figure(fig, paths[-1])
         paths.append(os.path.join(out, "summary.csv"))
         write_text(paths[-1], csv_text(csv_columns(rows), rows))
     except RunFolderError as e:
@@ -420,12 +425,10 @@ def write_fit_figures(folder: str, out: str) -> list[str]:
         except (OSError, ValueError, KeyError, IndexError, csv.Error) as err:
             print(f"plot.py: warning: skipping {os.path.join(folder, name)} ({err})", file=sys.stderr)
             continue
-        image = io.BytesIO()
-        fig.savefig(image, format="png", dpi=110)
         paths.append(os.path.join(out, name[:-4] + ".png"))
         try:
             os.makedirs(out, exist_ok=True)
-            write_atomically(paths[-1], image.getvalue())
+            save_figure(fig, paths[-1])
         except (OSError, RunFolderError) as err:
             raise PlotError(f"--out '{out}': {err}") from None
     return paths

@@ -86,11 +86,12 @@ def save_video(group: Group, m: int) -> None:
 def save_checkpoints(group: Group) -> None:
     """Each running member's actor.pt and checkpoint.pt: its networks, optimizer state, generator, progress."""
     states = group.agent.members.state_dicts(group.agent)
+    writer = run_folder.written_by(group.cfg.agent, group.agent)  # a digest of source files: once, not per member
     for m, run in group.running():
         progress = {"step": group.step, "elapsed": group.elapsed} | {
             name: getattr(run, name) for name in ("last_return", "best_return", "best_step")} | {
             "metric_sums": {name: sums[m] for name, sums in group.sums.items()}, "metric_counts": dict(group.counts),
-            "written_by": run_folder.written_by(group.cfg.agent, group.agent)}
+            "written_by": writer}
         if group.rollouts:
             progress["model_buffer"] = group.rollouts.state(m)
         run_folder.save_checkpoint(run.dir, progress, states[m])

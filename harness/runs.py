@@ -112,10 +112,9 @@ def make_agent(cfgs: list[RunConfig], buffer: ReplayBuffer, env: gym.Env, device
     if cfgs[0].agent == "iql":
         returns = episode_returns(buffer)
         scale = advantage_scale(returns)
-        if returns.max() - returns.min() <= 1e-6:  # the paper's 1000 / (max - min) has nothing to divide by
+        if returns.max() - returns.min() <= 1e-6:
             warn(f"its {len(returns)} episodes all return {returns[0]:.6g}: IQL's advantage scale 1000 / (max - min "
                  f"episode return) is undefined; the advantages are left unscaled (scale 1)")
-            scale = 1.0
         return IQLAgent(*shape, td3, [c.iql for c in cfgs], seeds, device, advantage_scale=scale)
     mopo = cfgs[0].mopo
     real = real_rows(mopo.real_ratio, td3[0].batch_size) if mopo.rollout_length else None
@@ -308,8 +307,9 @@ def resume(launch: LaunchConfig, given: dict, held: contextlib.ExitStack,
                                  group.data_kept["dataset_fingerprint"])
         run_folder.check_kept(run_dir, meta, group.data_kept)
     run_folder.restore(dirs, checkpoints, group.agent, group.rollouts)
+    writer = run_folder.written_by(group.cfg.agent, group.agent)
     for run_dir, checkpoint in zip(dirs, checkpoints):
-        run_folder.check_code(run_dir, checkpoint, run_folder.written_by(group.cfg.agent, group.agent))
+        run_folder.check_code(run_dir, checkpoint, writer)
     restore_sums(group, checkpoints)
     group.step, group.elapsed = checkpoints[0]["step"], checkpoints[0]["elapsed"]
     for run, run_dir, meta, checkpoint in zip(group.runs, dirs, metas, checkpoints):
