@@ -168,3 +168,22 @@ def check_expected(path: str, expect: str | None) -> None:
         raise FittedModelError(f"the run began with the fitted model {os.path.basename(expect)}, and this code "
                                f"would use {os.path.basename(path)} (the model's code or settings changed); "
                                f"resume it with the code it began with, or start a new run")
+
+
+def run_models(run: RunConfig, buffer: ReplayBuffer, env, model_dir: str, device: torch.device, expect: dict
+               ) -> tuple[DynamicsEnsemble | None, BehaviourVAE | None, dict]:
+    """A run's fitted models, loaded or fitted, frozen on the device: the dynamics ensemble with --rollout_length,
+    the behaviour VAE with --support_weight (None where off); and their files, for config.json. `expect`: a resumed
+    run's config.json, naming the files it began with."""
+    dynamics = behaviour = None
+    paths = {}
+    if run.mopo.rollout_length:
+        dynamics, paths["dynamics_model"] = dynamics_model(run, buffer, model_dir, expect.get("dynamics_model"))
+    if run.td3.support_weight > 0:
+        low, high = (torch.as_tensor(b, dtype=torch.float32) for b in (env.action_space.low, env.action_space.high))
+        behaviour, paths["behaviour_model"] = behaviour_model(run, buffer, low, high, model_dir,
+                                                              expect.get("behaviour_model"))
+    for model in (dynamics, behaviour):
+        if model is not None:  # frozen: neither trains again, and the actor's support term sends the VAE no gradient
+            model.to(device).eval().requires_grad_(False)
+    return dynamics, behaviour, paths

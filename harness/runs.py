@@ -123,27 +123,25 @@ def make_agent(cfgs: list[RunConfig], buffer: ReplayBuffer, env: gym.Env, device
 
 def fitted_models(cfg: RunConfig, buffer: ReplayBuffer, env: gym.Env, launch: LaunchConfig, device: torch.device,
                   expect: dict) -> tuple[torch.nn.Module | None, torch.nn.Module | None, dict]:
-    """The run's fitted models, loaded or fitted once (harness/fitted.py): the dynamics ensemble with
-    --rollout_length, the behaviour VAE with --support_weight; and their files, for config.json."""
-    dynamics = behaviour = None
-    paths = {}
+    """The run's fitted models (harness/fitted.run_models) and their files, or one line naming --model_dir."""
     try:
-        if cfg.mopo.rollout_length:
-            dynamics, paths["dynamics_model"] = fitted.dynamics_model(cfg, buffer, launch.model_dir,
-                                                                      expect.get("dynamics_model"))
-        if cfg.td3.support_weight > 0:
-            low, high = (torch.as_tensor(b, dtype=torch.float32) for b in (env.action_space.low, env.action_space.high))
-            behaviour, paths["behaviour_model"] = fitted.behaviour_model(cfg, buffer, low, high, launch.model_dir,
-                                                                         expect.get("behaviour_model"))
+        return fitted.run_models(cfg, buffer, env, launch.model_dir, device, expect)
     except fitted.FittedModelError as err:
         raise fail(f"--model_dir: {err}") from None
     except OSError as err:
         raise fail(f"--model_dir '{launch.model_dir}': cannot write the fitted model ({err.strerror or err}); "
                    f"give a folder this user can write") from None
-    for model in (dynamics, behaviour):
-        if model is not None:  # frozen: neither trains again, and the actor's support term sends the VAE no gradient
-            model.to(device).eval().requires_grad_(False)
-    return dynamics, behaviour, paths
+
+
+def rollout_termination(cfg: RunConfig, env: gym.Env):
+    """The env's terminal test for model rollouts (dynamics.termination_rule), None without rollouts; checked
+    before any fit, so an env with no rule here is refused at once."""
+    if not cfg.mopo.rollout_length:
+        return None
+    try:
+        return termination_rule(env)
+    except ValueError as err:
+        raise fail(f"--rollout_length: {err}") from None
 
 
 def least_percent(episodes: int) -> float:
@@ -184,11 +182,7 @@ def build(cfgs: list[RunConfig], launch: LaunchConfig, expect: dict | None = Non
     if cfg.td3.batch_size > len(train_buffer):
         raise fail(f"--batch_size {cfg.td3.batch_size} is larger than the dataset ({len(train_buffer)} transitions); "
                    f"use at most {len(train_buffer)}")
-    if cfg.mopo.rollout_length:
-        try:
-            terminal = termination_rule(env)
-        except ValueError as err:
-            raise fail(f"--rollout_length: {err}") from None
+    terminal = rollout_termination(cfg, env)
     dynamics, behaviour, paths = fitted_models(cfg, train_buffer, env, launch, device, expect or {})
     agent = make_agent(cfgs, train_buffer, env, device, behaviour)
     rollouts = None if dynamics is None else ModelRollouts(dynamics, terminal, cfg.mopo, train_buffer, agent.members,
