@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The runs behind ReadMe.md's "Problem 3: the evidence": BC, filtered BC (top 10 %), TD3, TD3+BC
+# The runs behind docs/problem3.md: BC, filtered BC (top 10 %), TD3, TD3+BC
 # (alpha_reg 10), CQL (alpha 5) and IQL on two datasets, and TD3 / TD3+BC with LayerNorm critics on
 # medium-v0 (the ablation of where TD3's failure comes from),
 # seeds 0 1 2 x 100k updates, the homework's defaults otherwise. Each configuration's seeds train side

@@ -1,4 +1,4 @@
-"""The tables of ReadMe.md's "Problem 3: the evidence", from the run folders docs/problem3.sh wrote.
+"""The tables of docs/problem3.md, from the run folders docs/problem3.sh wrote.
 
     python docs/problem3_tables.py results/problem3/medium-v0 mujoco/hopper/medium-v0
     python docs/problem3_tables.py results/problem3/expert-v0 mujoco/hopper/expert-v0
