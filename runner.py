@@ -26,7 +26,8 @@ from harness import config
 from harness import run_folder
 from harness import runs
 from harness.config import LaunchConfig, RunConfig
-from harness.logs import MetricMeans, progress_columns, progress_row, train_columns, train_rows
+from harness.logs import (MetricMeans, progress_columns, progress_row, say_what_was_kept, show_line, status,
+                          train_columns, train_rows)
 from harness.run_folder import RunFolderError
 from harness.runs import Group, Run
 from harness.video import record_video
@@ -150,23 +151,6 @@ def next_batch(group: Group) -> tuple:
     return group.rollouts.sample(generators)
 
 
-def status(group: Group, rows: list[dict[str, float]] | None) -> dict[str, str]:
-    """What the bar shows beside the steps: each run's last evaluation return, and its batch mean Q1 (BC: bc_loss)
-    of the last train.csv row (none before the first)."""
-    shown = {"eval_return": " ".join("-" if math.isnan(r.last_return) else f"{r.last_return:.0f}" for r in group.runs)}
-    if rows:
-        name = "q1" if "q1" in rows[0] else "bc_loss"  # BC has no critic
-        shown[name] = " ".join(f"{row[name]:.3g}" for row in rows)
-    return shown
-
-
-def show_line(name: str, group: Group, shown: dict[str, str], steps_per_s: float) -> None:
-    """The bar's state as one line, for output that is not a terminal (a log file, nohup): one per evaluation."""
-    values = ", ".join(f"{key}={value}" for key, value in shown.items())
-    print(f"{name}: step {group.step}/{group.cfg.total_steps}: {values}, {steps_per_s:.0f} steps/s", file=sys.stderr,
-          flush=True)
-
-
 def resume_command(dirs: list[str]) -> str:
     """The command that continues these runs: runner.py's --resume, or that of the launcher that started them."""
     return os.environ.get(RESUME_ENV) or f"python runner.py --resume {' '.join(dirs)}"
@@ -268,15 +252,6 @@ def run(cfgs: list[RunConfig] | None, launch: LaunchConfig, given: dict) -> int:
         if group:
             say_what_was_kept(group)
         return train(group) if group else 0
-
-
-def say_what_was_kept(group: Group) -> None:
-    """--bc_top_percent: one line of the episodes and transitions it kept (config.json records them too)."""
-    kept = group.data_kept
-    if "bc_top_percent_episodes" in kept:
-        print(f"--bc_top_percent {group.cfg.bc_top_percent:g}: training on the {kept['bc_top_percent_episodes']:,} "
-              f"best episodes of {kept['dataset_episodes']:,} by return ({kept['bc_top_percent_transitions']:,} of "
-              f"{kept['dataset_transitions']:,} transitions)")
 
 
 def run_group(group_runs: list[dict], older: frozenset[str] = frozenset()) -> int:

@@ -1,10 +1,14 @@
-"""What a run logs, row by row: train.csv's metric means and progress.csv's row of an evaluation.
+"""What a run logs, row by row: train.csv's metric means and progress.csv's row of an evaluation; and what the
+terminal shows of it (the bar's status, its one line per evaluation where the output is no terminal).
 
 train.csv's columns are the step and the names the agent's update() may return (its metric_names()),
 fixed for the run: a metric that no update of a row returned (the actor's in a row of critic steps
 alone) is a blank cell, never a missing column. progress.csv's are laid out by progress_row. --resume
 checks both against a run folder's headers.
 """
+import math
+import sys
+
 import numpy as np
 import torch
 
@@ -61,3 +65,29 @@ def progress_columns(group) -> list[str]:
     """progress.csv's columns for a group's agent (harness/runs.py's Group), as progress_row lays them out."""
     names = group.agent.diagnostics(*group.probe)
     return list(progress_row(0, np.zeros(1), dict.fromkeys(names, 0.0), 0.0, 0.0))
+
+
+def status(group, rows: list[dict[str, float]] | None) -> dict[str, str]:
+    """What the bar shows beside the steps: each run's last evaluation return, and its batch mean Q1 (BC: bc_loss)
+    of the last train.csv row (none before the first)."""
+    shown = {"eval_return": " ".join("-" if math.isnan(r.last_return) else f"{r.last_return:.0f}" for r in group.runs)}
+    if rows:
+        name = "q1" if "q1" in rows[0] else "bc_loss"  # BC has no critic
+        shown[name] = " ".join(f"{row[name]:.3g}" for row in rows)
+    return shown
+
+
+def show_line(name: str, group, shown: dict[str, str], steps_per_s: float) -> None:
+    """The bar's state as one line, for output that is not a terminal (a log file, nohup): one per evaluation."""
+    values = ", ".join(f"{key}={value}" for key, value in shown.items())
+    print(f"{name}: step {group.step}/{group.cfg.total_steps}: {values}, {steps_per_s:.0f} steps/s", file=sys.stderr,
+          flush=True)
+
+
+def say_what_was_kept(group) -> None:
+    """--bc_top_percent: one line of the episodes and transitions it kept (config.json records them too)."""
+    kept = group.data_kept
+    if "bc_top_percent_episodes" in kept:
+        print(f"--bc_top_percent {group.cfg.bc_top_percent:g}: training on the {kept['bc_top_percent_episodes']:,} "
+              f"best episodes of {kept['dataset_episodes']:,} by return ({kept['bc_top_percent_transitions']:,} of "
+              f"{kept['dataset_transitions']:,} transitions)")
