@@ -1,29 +1,63 @@
-"""The tables of docs/problem3.md, from the run folders docs/problem3.sh wrote.
+"""The tables and figures of docs/problem3.md, from the run folders docs/problem3.sh wrote.
 
-    python docs/problem3_tables.py results/problem3/medium-v0 mujoco/hopper/medium-v0
-    python docs/problem3_tables.py results/problem3/expert-v0 mujoco/hopper/expert-v0
+    python docs/problem3_tables.py                       # reads results/problem3/, writes docs/problem3/
+    python docs/problem3_tables.py --results results/problem3 --out docs/problem3
 
-Reads the run folders as plot.py does (harness/summary.py: seeds grouped by configuration, only
-finished seeds counted) and loads the dataset once for its behaviour return (the mean undiscounted
-return of its episodes). Prints one Markdown table.
+Reads <results>/<dataset>/<method>/ (one folder per method, its seeds inside) as plot.py reads run folders
+(harness/summary.py: only seeds that reached the final step are counted, the others are said). Writes
+  <out>/summary.csv      one row per dataset and method: every number the page quotes;
+  <out>/returns.png      one panel per dataset: each method's return over training (mean over its seeds),
+                         the behaviour policy's return dotted;
+  <out>/q_vs_mc.png      one panel per dataset: each method's dataset Q over the Monte-Carlo return of the
+                         same pairs (1 = exact; above = over-estimation), log axis;
+and puts the three tables into docs/problem3.md between its '<!-- tables -->' and '<!-- /tables -->' lines.
 """
+import argparse
+import csv
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import matplotlib  # noqa: E402
 
-from harness import summary  # noqa: E402
-from utils import dataset_to_buffer, episode_returns, load_dataset  # noqa: E402
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
-# the configurations in the table's order: (label in the table, flags that pick its runs)
-ROWS = (("BC", {"agent": "bc", "bc_top_percent": 100.0}), ("filtered BC (top 10 %)", {"agent": "bc", "bc_top_percent": 10.0}),
-        ("TD3", {"agent": "td3", "bc_weight": 0.0, "cql_alpha": 0.0, "critic_layernorm": False}),
-        ("TD3+BC (alpha_reg 10)", {"agent": "td3", "bc_weight": 10.0, "critic_layernorm": False}),
-        ("CQL (alpha 5)", {"agent": "td3", "cql_alpha": 5.0}), ("IQL", {"agent": "iql"}),
-        ("TD3, LayerNorm critics", {"agent": "td3", "bc_weight": 0.0, "critic_layernorm": True}),
-        ("TD3+BC, LayerNorm critics", {"agent": "td3", "bc_weight": 10.0, "critic_layernorm": True}))
+from harness import run_data, summary  # noqa: E402
+
+DATASETS = (("expert-v0", "expert (narrow, strong)"), ("medium-v0", "medium (one policy)"),
+            ("medium-replay-v0", "medium-replay (broad, mostly poor)"))
+# folder under each dataset -> (label, colour, line style): imitation dashed, the model-based pair dotted
+METHODS = {"bc": ("BC", "0.45", "--"), "bc_top10": ("filtered BC (top 10 %)", "0.1", "--"),
+           "td3": ("TD3", "tab:red", "-"), "td3_bc": ("TD3+BC (alpha_reg 10)", "tab:blue", "-"),
+           "cql": ("CQL (alpha 5)", "tab:green", "-"), "iql": ("IQL", "tab:purple", "-"),
+           "mopo": ("model-based TD3 (MOPO penalty)", "tab:orange", ":"),
+           "mopo_bc": ("model-based TD3 + BC (alpha_reg 10)", "tab:brown", ":"),
+           "spot": ("SPOT (support, lambda 0.1)", "tab:cyan", "-")}
+COLUMNS = ("dataset", "method", "seeds", "seeds_finished", "final_return_mean", "final_return_std",
+           "final_returns_per_seed", "best_return_mean", "behaviour_return_mean", "behaviour_return_std",
+           "final_dataset_q", "mc_return", "q_over_mc", "final_bc_distance", "reward_penalty", "minutes")
+
+
+def method_rows(folder: str) -> dict[str, dict]:
+    """method folder name -> its summary row (harness/summary.py) and a few more columns, for one dataset."""
+    rows = {}
+    for name in METHODS:
+        runs = run_data.load_runs(os.path.join(folder, name), prog="problem3_tables.py") \
+            if os.path.isdir(os.path.join(folder, name)) else []
+        if not runs:
+            continue
+        row = summary.summary_rows({name: runs})[0]
+        q, mc = row["final_dataset_q"], row["mc_return"]
+        times = [run.progress["time_s"][-1] for run in runs if len(run.progress.get("time_s", ()))]
+        rows[name] = row | {"q_over_mc": q / mc if q is not None and mc else None,
+                            "behaviour_return_std": runs[0].meta.get("behaviour_return_std"),
+                            "reward_penalty": runs[0].flags.get("reward_penalty") if "mopo" in name else None,
+                            "minutes": max(times) / 60 if times else None}
+    return rows
 
 
 def cell(value: float | None, digits: str = ",.0f") -> str:
@@ -31,31 +65,96 @@ def cell(value: float | None, digits: str = ",.0f") -> str:
     return "-" if value is None or value != value else f"{value:{digits}}"
 
 
-def line(name: str, row: dict) -> str:
-    """One table row: returns (mean ± std, per seed), best, Q against the MC return, BC distance."""
-    seeds = ", ".join(f"{float(v):,.0f}" for v in row["final_returns_per_seed"].split())
-    q, mc = row["final_dataset_q"], row["mc_return"]
-    return (f"| {name} | {cell(row['final_return_mean'])} ± {cell(row['final_return_std'])} ({seeds}) | "
-            f"{cell(row['best_return_mean'])} | {cell(q, ',.4g')} / {cell(mc, ',.0f')} | "
-            f"{cell(row['final_bc_distance'], '.3f')} | {row['seeds_reached_final']} of {row['seeds']} |")
+def table(name: str, rows: dict[str, dict]) -> str:
+    """One dataset's Markdown table."""
+    first = next(iter(rows.values()))
+    lines = [f"**`mujoco/hopper/{name}`**: behaviour policy {cell(first['behaviour_return'])} ± "
+             f"{cell(first['behaviour_return_std'])}\n",
+             "| method | final return, mean ± std (per seed) | best | dataset Q / MC return (ratio) | BC distance "
+             "| seeds finished | minutes |", "|---|---|---|---|---|---|---|"]
+    for key, row in rows.items():
+        seeds = ", ".join(f"{float(v):,.0f}" for v in row["final_returns_per_seed"].split())
+        penalty = f", lambda {row['reward_penalty']:g}" if row["reward_penalty"] is not None else ""
+        lines.append(f"| {METHODS[key][0]}{penalty} | {cell(row['final_return_mean'])} ± "
+                     f"{cell(row['final_return_std'])} ({seeds}) | {cell(row['best_return_mean'])} | "
+                     f"{cell(row['final_dataset_q'], ',.4g')} / {cell(row['mc_return'])} "
+                     f"({cell(row['q_over_mc'], '.2g')}) | {cell(row['final_bc_distance'], '.3f')} | "
+                     f"{row['seeds_reached_final']} of {row['seeds']} | {cell(row['minutes'])} |")
+    return "\n".join(lines)
 
 
-def main(folder: str, dataset_id: str) -> None:
-    buffer = dataset_to_buffer(load_dataset(dataset_id), torch.device("cpu"))
-    returns = episode_returns(buffer)
-    groups = summary.group_runs(summary.load_runs(folder))
-    rows = dict(zip(groups, summary.summary_rows(groups)))
-    print(f"`{dataset_id}`: behaviour policy {returns.mean():,.0f} ± {returns.std():,.0f} over {len(returns)} "
-          f"episodes\n")
-    print("| method | final return, mean ± std (per seed) | best (mean of seeds' best) | final dataset Q / its MC "
-          "return | BC distance | seeds finished |")
-    print("|---|---|---|---|---|---|")
-    for name, flags in ROWS:
-        found = [label for label, runs in groups.items()
-                 if all(runs[0].flags.get(k, v if k == "bc_top_percent" else None) == v for k, v in flags.items())]
-        for label in found:
-            print(line(name, rows[label]))
+def mean_curve(runs: list[run_data.Run], column: str, over: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, mean over the runs) of a progress.csv column (divided by column `over`), at the steps all logged."""
+    curves = [(r.progress["step"], r.progress[column] / (r.progress[over] if over else 1)) for r in runs
+              if column in r.progress]
+    if not curves:
+        return np.zeros(0), np.zeros(0)
+    length = min(len(steps) for steps, _ in curves)
+    return curves[0][0][:length], np.mean([values[:length] for _, values in curves], axis=0)
+
+
+def figure(results: str, kind: str) -> plt.Figure:
+    """returns.png ('return') or q_vs_mc.png ('q'): one panel per dataset, one line per method."""
+    fig, axes = plt.subplots(1, len(DATASETS), figsize=(5.2 * len(DATASETS), 4.2), squeeze=False)
+    for ax, (name, title) in zip(axes[0], DATASETS):
+        behaviour = None
+        for key, (label, colour, style) in METHODS.items():
+            folder = os.path.join(results, name, key)
+            runs = run_data.load_runs(folder, prog="problem3_tables.py") if os.path.isdir(folder) else []
+            steps, values = mean_curve(runs, *(("eval_return_mean",) if kind == "return" else ("dataset_q", "mc_return")))
+            if len(steps):
+                ax.plot(steps / 1000, values, style, color=colour, label=label, lw=1.6)
+                behaviour = runs[0].meta.get("behaviour_return_mean")
+        if kind == "return" and behaviour is not None:
+            ax.axhline(behaviour, color="k", ls=(0, (1, 2)), lw=1.2, label="behaviour policy")
+        if kind == "q":
+            ax.axhline(1, color="k", ls=(0, (1, 2)), lw=1.2, label="Q = MC return")
+            ax.set_yscale("log")
+        ax.set(title=title, xlabel="updates (thousands)",
+               ylabel="evaluation return" if kind == "return" else "dataset Q / its MC return")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+def write_page(page: str, tables: list[str]) -> None:
+    """The tables into the page, between its '<!-- tables -->' and '<!-- /tables -->' lines."""
+    with open(page) as f:
+        text = f.read()
+    new, count = re.subn(r"(<!-- tables -->\n).*?(<!-- /tables -->)",
+                         lambda m: m.group(1) + "\n\n".join(tables) + "\n" + m.group(2), text, flags=re.S)
+    if count != 1:
+        sys.exit(f"problem3_tables.py: {page} needs one '<!-- tables -->' ... '<!-- /tables -->' block")
+    with open(page, "w") as f:
+        f.write(new)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="results/problem3", help="the folder docs/problem3.sh wrote")
+    parser.add_argument("--out", default="docs/problem3", help="folder of summary.csv and the figures")
+    parser.add_argument("--page", default="docs/problem3.md", help="the page whose tables block is rewritten")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    found = {name: method_rows(os.path.join(args.results, name)) for name, _ in DATASETS}
+    with open(os.path.join(args.out, "summary.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for name, rows in found.items():
+            for key, row in rows.items():
+                writer.writerow({k: v for k, v in row.items() if v is not None} | {
+                    "dataset": name, "method": METHODS[key][0], "seeds_finished": row["seeds_reached_final"],
+                    "behaviour_return_mean": row["behaviour_return"]})
+    tables = [table(name, rows) for name, rows in found.items() if rows]
+    for kind, file in (("return", "returns.png"), ("q", "q_vs_mc.png")):
+        fig = figure(args.results, kind)
+        fig.savefig(os.path.join(args.out, file), dpi=110)
+        plt.close(fig)
+    write_page(args.page, tables)
+    print("\n\n".join(tables))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main()

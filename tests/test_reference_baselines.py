@@ -1,4 +1,4 @@
-"""BC, filtered BC and IQL updates against the ReadMe's equations, recomputed by hand one sample at a time.
+"""BC, filtered BC and IQL updates against the equations of docs/methods.md, recomputed by hand one sample at a time.
 
 As in test_reference_td3.py: beside the agent, a plain single-run reference of each member
 (reference.py) with its own copies of the weights and an identical torch.optim.Adam; after every
@@ -87,7 +87,7 @@ class IQLMember:
         self.value_opt = torch.optim.Adam(self.value.params(), lr=cfg.lr)
 
     def update(self, obs, actions, rewards, next_obs, not_done) -> dict[str, torch.Tensor]:
-        """Steps 1-4 of the ReadMe's IQL on one member's batch (B, ...)."""
+        """Steps 1-4 of IQL in docs/methods.md on one member's batch (B, ...)."""
         cfg, tau, pairs = self.cfg, self.iql.iql_expectile, list(zip(obs, actions))
         with torch.no_grad():  # both before any step: Q'(s, a) and V(s')
             q_data = [torch.min(q_value(self.q_target[0], s, a), q_value(self.q_target[1], s, a)) for s, a in pairs]
