@@ -39,22 +39,32 @@ METHODS = {"bc": ("BC", "0.45", "--"), "bc_top10": ("filtered BC (top 10 %)", "0
            "spot": ("SPOT (support, lambda 0.1)", "tab:cyan", "-")}
 COLUMNS = ("dataset", "method", "seeds", "seeds_finished", "final_return_mean", "final_return_std",
            "final_returns_per_seed", "best_return_mean", "behaviour_return_mean", "behaviour_return_std",
-           "final_dataset_q", "mc_return", "q_over_mc", "final_bc_distance", "reward_penalty", "minutes")
+           "dataset_episodes", "dataset_transitions", "final_dataset_q", "final_dataset_q_per_seed", "mc_return",
+           "q_over_mc", "final_bc_distance", "reward_penalty", "minutes")
+
+
+def load(folder: str) -> list[run_data.Run]:
+    """The run folders below `folder` (none if it does not exist)."""
+    return run_data.load_runs(folder, prog="problem3_tables.py") if os.path.isdir(folder) else []
 
 
 def method_rows(folder: str) -> dict[str, dict]:
     """method folder name -> its summary row (harness/summary.py) and a few more columns, for one dataset."""
     rows = {}
     for name in METHODS:
-        runs = run_data.load_runs(os.path.join(folder, name), prog="problem3_tables.py") \
-            if os.path.isdir(os.path.join(folder, name)) else []
+        runs = load(os.path.join(folder, name))
         if not runs:
             continue
         row = summary.summary_rows({name: runs})[0]
-        q, mc = row["final_dataset_q"], row["mc_return"]
+        q, mc, meta = row["final_dataset_q"], row["mc_return"], runs[0].meta
         times = [run.progress["time_s"][-1] for run in runs if len(run.progress.get("time_s", ()))]
+        finished = [run for run, status in zip(runs, run_data.statuses(runs)) if status == "finished"]
+        q_per_seed = [values[-1] for _, values in summary.series(finished, "progress", "dataset_q")]
         rows[name] = row | {"q_over_mc": q / mc if q is not None and mc else None,
-                            "behaviour_return_std": runs[0].meta.get("behaviour_return_std"),
+                            "final_dataset_q_per_seed": " ".join(f"{v:.4g}" for v in q_per_seed),
+                            "behaviour_return_std": meta.get("behaviour_return_std"),
+                            "dataset_episodes": meta.get("dataset_episodes"),
+                            "dataset_transitions": meta.get("dataset_transitions"),
                             "reward_penalty": runs[0].flags.get("reward_penalty") if "mopo" in name else None,
                             "minutes": max(times) / 60 if times else None}
     return rows
@@ -68,8 +78,9 @@ def cell(value: float | None, digits: str = ",.0f") -> str:
 def table(name: str, rows: dict[str, dict]) -> str:
     """One dataset's Markdown table."""
     first = next(iter(rows.values()))
-    lines = [f"**`mujoco/hopper/{name}`**: behaviour policy {cell(first['behaviour_return'])} ± "
-             f"{cell(first['behaviour_return_std'])}\n",
+    lines = [f"**`mujoco/hopper/{name}`**: {cell(first['dataset_transitions'])} transitions in "
+             f"{cell(first['dataset_episodes'])} episodes; behaviour policy {cell(first['behaviour_return'])} ± "
+             f"{cell(first['behaviour_return_std'])} per episode\n",
              "| method | final return, mean ± std (per seed) | best | dataset Q / MC return (ratio) | BC distance "
              "| seeds finished | minutes |", "|---|---|---|---|---|---|---|"]
     for key, row in rows.items():
@@ -93,15 +104,17 @@ def mean_curve(runs: list[run_data.Run], column: str, over: str | None = None) -
     return curves[0][0][:length], np.mean([values[:length] for _, values in curves], axis=0)
 
 
+CURVES = {"return": ("eval_return_mean",), "q": ("dataset_q", "mc_return")}  # progress.csv column (over column)
+
+
 def figure(results: str, kind: str) -> plt.Figure:
     """returns.png ('return') or q_vs_mc.png ('q'): one panel per dataset, one line per method."""
     fig, axes = plt.subplots(1, len(DATASETS), figsize=(5.2 * len(DATASETS), 4.2), squeeze=False)
     for ax, (name, title) in zip(axes[0], DATASETS):
         behaviour = None
         for key, (label, colour, style) in METHODS.items():
-            folder = os.path.join(results, name, key)
-            runs = run_data.load_runs(folder, prog="problem3_tables.py") if os.path.isdir(folder) else []
-            steps, values = mean_curve(runs, *(("eval_return_mean",) if kind == "return" else ("dataset_q", "mc_return")))
+            runs = load(os.path.join(results, name, key))
+            steps, values = mean_curve(runs, *CURVES[kind])
             if len(steps):
                 ax.plot(steps / 1000, values, style, color=colour, label=label, lw=1.6)
                 behaviour = runs[0].meta.get("behaviour_return_mean")
@@ -113,8 +126,10 @@ def figure(results: str, kind: str) -> plt.Figure:
         ax.set(title=title, xlabel="updates (thousands)",
                ylabel="evaluation return" if kind == "return" else "dataset Q / its MC return")
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, frameon=False)
+    shown = {}  # every method drawn in any panel, once, in METHODS' order
+    for ax in axes[0]:
+        shown |= {label: handle for handle, label in zip(*ax.get_legend_handles_labels()) if label not in shown}
+    fig.legend(list(shown.values()), list(shown), loc="lower center", ncol=5, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 

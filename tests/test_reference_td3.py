@@ -1,4 +1,5 @@
-"""TD3, TD3+BC and CQL updates against the ReadMe's equations, recomputed by hand one sample at a time.
+"""TD3, TD3+BC and CQL updates against the ReadMe's equations (and the two variants in docs/methods.md),
+recomputed by hand one sample at a time.
 
 Each test runs a few updates of a TD3Agent on tiny fixed batches and, beside it, a plain
 single-run reference of every member (reference.py): its own copies of the weights, its own
