@@ -227,18 +227,36 @@ def episode_returns(buffer: ReplayBuffer) -> np.ndarray:
     return returns
 
 
+def episodes_of(buffer: ReplayBuffer, keep: np.ndarray) -> ReplayBuffer:
+    """A buffer of the episodes numbered `keep` (ascending), in dataset order, with a fingerprint of its own (a
+    model fitted on it is named apart from one fitted on the whole dataset)."""
+    starts = np.concatenate([[0], buffer.episode_ends[:-1]])
+    rows = np.concatenate([np.arange(starts[k], buffer.episode_ends[k]) for k in keep]) if len(keep) else []
+    ends = np.cumsum(buffer.episode_ends[keep] - starts[keep])
+    data = buffer.data[torch.as_tensor(rows, dtype=torch.long, device=buffer.data.device)]
+    return ReplayBuffer(data, buffer.obs_dim, buffer.act_dim, ends, fingerprint(data.cpu().numpy(), ends),
+                        buffer.references)
+
+
 def top_episodes(buffer: ReplayBuffer, percent: float) -> ReplayBuffer:
     """A buffer of the top `percent` % of the buffer's episodes by return (at least none: the caller checks).
 
     floor(percent / 100 * episodes) episodes are kept, the best first, ties broken by position.
     """
     returns = episode_returns(buffer)
-    keep = np.sort(np.argsort(-returns, kind="stable")[:int(percent / 100 * len(returns))])
-    starts = np.concatenate([[0], buffer.episode_ends[:-1]])
-    rows = np.concatenate([np.arange(starts[k], buffer.episode_ends[k]) for k in keep]) if len(keep) else []
-    lengths = buffer.episode_ends[keep] - starts[keep]
-    data = buffer.data[torch.as_tensor(rows, dtype=torch.long, device=buffer.data.device)]
-    return ReplayBuffer(data, buffer.obs_dim, buffer.act_dim, np.cumsum(lengths))
+    return episodes_of(buffer, np.sort(np.argsort(-returns, kind="stable")[:int(percent / 100 * len(returns))]))
+
+
+# Which episodes --episodes_percent keeps is drawn once, from this seed: every run seed and every method then
+# trains on the same episodes, so that they differ in what they learn, not in what they were given.
+EPISODES_SEED = 0
+
+
+def random_episodes(buffer: ReplayBuffer, percent: float) -> ReplayBuffer:
+    """A buffer of floor(percent / 100 * episodes) of the buffer's episodes, drawn at random (EPISODES_SEED)."""
+    count = len(buffer.episode_ends)
+    keep = np.random.default_rng(EPISODES_SEED).choice(count, int(percent / 100 * count), replace=False)
+    return episodes_of(buffer, np.sort(keep))
 
 
 def reference_scores(dataset: minari.MinariDataset) -> tuple[float | None, float | None]:

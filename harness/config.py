@@ -55,6 +55,9 @@ class RunConfig:
     agent: str = flag("td3", "learner: td3 (with --bc_weight, TD3+BC; with --cql_alpha, CQL), bc (behaviour "
                              "cloning, no critic) or iql (implicit Q-learning)", choices=("td3", "bc", "iql"))
     dataset: str = flag("mujoco/hopper/medium-v0", "Minari dataset id", metavar="ID")
+    episodes_percent: float = flag(100.0, "train on P %% of the dataset's episodes, drawn at random once (the same "
+                                          "episodes for every seed and method): less data, fewer samples per state",
+                                   above=0, high=100)
     bc_top_percent: float = flag(100.0, "filtered BC: train on the top P %% of the dataset's episodes by return "
                                         "alone (--agent bc only)", above=0, high=100, agents=("bc",))
     total_steps: int = flag(100_000, "gradient updates", low=1)

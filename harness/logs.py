@@ -85,9 +85,12 @@ def show_line(name: str, group, shown: dict[str, str], steps_per_s: float) -> No
 
 
 def say_what_was_kept(group) -> None:
-    """--bc_top_percent: one line of the episodes and transitions it kept (config.json records them too)."""
-    kept = group.data_kept
-    if "bc_top_percent_episodes" in kept:
-        print(f"--bc_top_percent {group.cfg.bc_top_percent:g}: training on the {kept['bc_top_percent_episodes']:,} "
-              f"best episodes of {kept['dataset_episodes']:,} by return ({kept['bc_top_percent_transitions']:,} of "
-              f"{kept['dataset_transitions']:,} transitions)")
+    """--episodes_percent, --bc_top_percent: a line each of the episodes and transitions kept (config.json records
+    them too)."""
+    kept, before = group.data_kept, (group.data_kept["dataset_episodes"], group.data_kept["dataset_transitions"])
+    for flag, which in (("episodes_percent", "randomly drawn"), ("bc_top_percent", "best")):
+        if f"{flag}_episodes" in kept:
+            now = kept[f"{flag}_episodes"], kept[f"{flag}_transitions"]
+            print(f"--{flag} {getattr(group.cfg, flag):g}: training on the {now[0]:,} {which} episodes of "
+                  f"{before[0]:,}{' by return' if which == 'best' else ''} ({now[1]:,} of {before[1]:,} transitions)")
+            before = now

@@ -123,9 +123,9 @@ def check_dataset(run_dir: str, meta: dict, transitions: int, fingerprint: str) 
 
 
 def check_kept(run_dir: str, meta: dict, kept: dict) -> None:
-    """What the run trains on now (runs.training_buffer's figures: the dataset's, and what --bc_top_percent kept)
-    must be what its config.json records: an edited flag there would train on other data than it says."""
-    for name in sorted(set(kept) | {n for n in meta if n.startswith("bc_top_percent_")}):
+    """What the run trains on now (runs.training_buffer's figures: the dataset's, and what --episodes_percent and
+    --bc_top_percent kept) must be what its config.json records: an edited flag there would train on other data."""
+    for name in sorted(set(kept) | {n for n in meta if n.startswith(("bc_top_percent_", "episodes_percent_"))}):
         if name in meta and meta[name] != kept.get(name):
             raise RunFolderError(f"--resume: {os.path.join(run_dir, CONFIG)} records {name} {meta[name]!r}, its "
                                  f"flags now give {kept.get(name)!r} (its flags or dataset were edited); restore "

@@ -31,7 +31,7 @@ from mopo import ModelRollouts, real_rows
 from harness.files import header_of
 from harness.logs import train_columns
 from utils import (ReplayBuffer, reason, behaviour_return, discounted_returns, episode_returns,
-                   get_buffer_and_environments_for_task, top_episodes)
+                   get_buffer_and_environments_for_task, random_episodes, top_episodes)
 
 Agent = TD3Agent | BCAgent | IQLAgent
 DIAGNOSTIC_PAIRS = 1000  # dataset (s, a) pairs on which Q, MC return and BC distance are tracked
@@ -153,18 +153,27 @@ def least_percent(episodes: int) -> float:
     return percent
 
 
-def training_buffer(buffer: ReplayBuffer, cfg: RunConfig) -> tuple[ReplayBuffer, dict]:
-    """The transitions the agent trains on: all, or with --bc_top_percent the top episodes; and what was kept."""
-    ref_min, ref_max = buffer.references
-    whole = ({"dataset_transitions": len(buffer), "dataset_fingerprint": buffer.fingerprint,  # the behaviour return:
-              "ref_min_score": ref_min, "ref_max_score": ref_max} | behaviour_return(buffer))  # plot.py's dotted line
-    if cfg.bc_top_percent == 100:
-        return buffer, whole
-    kept = top_episodes(buffer, cfg.bc_top_percent)
+def kept_part(buffer: ReplayBuffer, flag: str, percent: float, keep: Callable) -> tuple[ReplayBuffer, dict]:
+    """`keep(buffer, percent)` (an --episodes_percent or --bc_top_percent) and its figures; one line if it keeps none."""
+    kept = keep(buffer, percent)
     if len(kept) == 0:
-        raise fail(f"--bc_top_percent {cfg.bc_top_percent:g} keeps none of the dataset's {len(buffer.episode_ends)} "
+        raise fail(f"--{flag} {percent:g} keeps none of the dataset's {len(buffer.episode_ends)} "
                    f"episodes; give at least {least_percent(len(buffer.episode_ends)):g}")
-    return kept, whole | {"bc_top_percent_episodes": len(kept.episode_ends), "bc_top_percent_transitions": len(kept)}
+    return kept, {f"{flag}_episodes": len(kept.episode_ends), f"{flag}_transitions": len(kept)}
+
+
+def training_buffer(buffer: ReplayBuffer, cfg: RunConfig) -> tuple[ReplayBuffer, dict]:
+    """The transitions the agent (and a fitted model) trains on: all, or --episodes_percent's random episodes, and of
+    those with --bc_top_percent the top episodes; and what was kept."""
+    ref_min, ref_max = buffer.references
+    kept = ({"dataset_transitions": len(buffer), "dataset_fingerprint": buffer.fingerprint,  # the behaviour return:
+             "ref_min_score": ref_min, "ref_max_score": ref_max} | behaviour_return(buffer))  # plot.py's dotted line
+    for flag, percent, keep in (("episodes_percent", cfg.episodes_percent, random_episodes),
+                                ("bc_top_percent", cfg.bc_top_percent, top_episodes)):
+        if percent != 100:
+            buffer, figures = kept_part(buffer, flag, percent, keep)
+            kept |= figures
+    return buffer, kept
 
 
 def build(cfgs: list[RunConfig], launch: LaunchConfig, expect: dict | None = None) -> Group:
