@@ -4,7 +4,8 @@
 #   BC, filtered BC (top 10 %), TD3, TD3+BC (alpha_reg 10), CQL (alpha 5), IQL,
 #   model-based TD3 (MOPO: 5-step model rollouts, reward penalty lambda), the same with alpha_reg 10,
 #   and SPOT (support constraint, weight lambda),
-# on mujoco/hopper/medium-replay-v0 (broad), medium-v0 and expert-v0 (narrow), in that order.
+# on mujoco/hopper/medium-replay-v0 (broad), medium-v0 and expert-v0 (narrow), in that order; then
+# TD3+BC, SPOT and BC on 2 % of medium-v0's episodes (--episodes_percent 2: few samples per state).
 # lambda is MOPO's and SPOT's own per-dataset value where their papers set one (medium, medium-replay;
 # ../MODEL_BASED.md of the workplace, docs/problem3.md), this repo's default elsewhere (expert).
 #
@@ -18,8 +19,8 @@ cd "$(dirname "$0")/.."
 out=${RESULTS_DIR:-results/problem3}
 export OMP_NUM_THREADS=1
 
-method() {  # method <dataset> <name> <flags...>: one method's three seeds, started or resumed
-  local folder="$out/${1#mujoco/hopper/}/$2" dataset=$1; shift 2
+run_in() {  # run_in <folder> <dataset> <flags...>: one method's three seeds, started or resumed
+  local folder=$1 dataset=$2; shift 2
   local begun=("$folder"/*/config.json)
   if [ -e "${begun[0]}" ]; then
     python runner.py --threads 1 --resume "${begun[@]%/config.json}"
@@ -27,6 +28,14 @@ method() {  # method <dataset> <name> <flags...>: one method's three seeds, star
     python runner.py --total_steps 100000 --threads 1 --seeds 0 1 2 --dataset "$dataset" \
       --results_dir "$folder" "$@"
   fi
+}
+method() {  # method <dataset> <name> <flags...>: into $out/<dataset>/<name>/
+  local dataset=$1 name=$2; shift 2
+  run_in "$out/${dataset#mujoco/hopper/}/$name" "$dataset" "$@"
+}
+few() {  # few <name> <flags...>: medium-v0 cut to 2 % of its episodes, few samples per state (question ii)
+  local name=$1; shift
+  run_in "$out/medium-v0-2pct/$name" mujoco/hopper/medium-v0 --episodes_percent 2 "$@"
 }
 penalty() {  # MOPO's lambda for hopper, per dataset (its paper's), else the repo's default (1.0)
   case $1 in *medium-v0) echo 5.0 ;; *medium-replay-v0) echo 2.5 ;; *) echo 1.0 ;; esac
@@ -46,12 +55,14 @@ lane_b() {  # SPOT (lambda 0.1, its paper's for hopper medium and medium-replay)
   method "$d" td3
   method "$d" td3_bc --bc_weight 10
 }
+few_a() { few td3_bc --bc_weight 10; few bc --agent bc; }
+few_b() { few spot --support_weight 0.1; }
 datasets=(mujoco/hopper/medium-replay-v0 mujoco/hopper/medium-v0 mujoco/hopper/expert-v0)
 start=$(date +%s)
 echo "started $(date -u '+%F %T') UTC"
 lanes=${1:-a b}  # `docs/problem3.sh a` runs lane a alone (e.g. one lane per machine)
 for lane in $lanes; do
-  ( for d in "${datasets[@]}"; do "lane_$lane" "$d"; done ) &
+  ( for d in "${datasets[@]}"; do "lane_$lane" "$d"; done; "few_$lane" ) &
 done
 wait
 echo "both lanes ended after $(( $(date +%s) - start )) s ($(date -u '+%F %T') UTC)"

@@ -24,12 +24,14 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 
 from harness import run_data, summary  # noqa: E402
 
 DATASETS = (("expert-v0", "expert (narrow, strong)"), ("medium-v0", "medium (one policy)"),
-            ("medium-replay-v0", "medium-replay (broad, mostly poor)"))
+            ("medium-replay-v0", "medium-replay (broad, mostly poor)"),
+            ("medium-v0-2pct", "medium, 2 % of its episodes (few samples per state)"))
 # folder under each dataset -> (label, colour, line style): imitation dashed, the model-based pair dotted
 METHODS = {"bc": ("BC", "0.45", "--"), "bc_top10": ("filtered BC (top 10 %)", "0.1", "--"),
            "td3": ("TD3", "tab:red", "-"), "td3_bc": ("TD3+BC (alpha_reg 10)", "tab:blue", "-"),
@@ -39,13 +41,16 @@ METHODS = {"bc": ("BC", "0.45", "--"), "bc_top10": ("filtered BC (top 10 %)", "0
            "spot": ("SPOT (support, lambda 0.1)", "tab:cyan", "-")}
 COLUMNS = ("dataset", "method", "seeds", "seeds_finished", "final_return_mean", "final_return_std",
            "final_returns_per_seed", "best_return_mean", "behaviour_return_mean", "behaviour_return_std",
-           "dataset_episodes", "dataset_transitions", "final_dataset_q", "final_dataset_q_per_seed", "mc_return",
-           "q_over_mc", "final_bc_distance", "reward_penalty", "minutes")
+           "dataset_episodes", "dataset_transitions", "episodes_kept", "transitions_kept", "final_dataset_q",
+           "final_dataset_q_per_seed", "mc_return", "q_over_mc", "final_bc_distance", "reward_penalty", "minutes")
 
 
 def load(folder: str) -> list[run_data.Run]:
-    """The run folders below `folder` (none if it does not exist)."""
-    return run_data.load_runs(folder, prog="problem3_tables.py") if os.path.isdir(folder) else []
+    """The run folders below `folder` (none if it does not exist or holds no evaluated run yet)."""
+    try:
+        return run_data.load_runs(folder, prog="problem3_tables.py") if os.path.isdir(folder) else []
+    except run_data.PlotError:  # a method not yet evaluated: the table and figures leave it out
+        return []
 
 
 def method_rows(folder: str) -> dict[str, dict]:
@@ -65,6 +70,9 @@ def method_rows(folder: str) -> dict[str, dict]:
                             "behaviour_return_std": meta.get("behaviour_return_std"),
                             "dataset_episodes": meta.get("dataset_episodes"),
                             "dataset_transitions": meta.get("dataset_transitions"),
+                            "dataset_id": runs[0].flags["dataset"],
+                            "episodes_kept": meta.get("episodes_percent_episodes", meta["dataset_episodes"]),
+                            "transitions_kept": meta.get("episodes_percent_transitions", meta["dataset_transitions"]),
                             "reward_penalty": runs[0].flags.get("reward_penalty") if "mopo" in name else None,
                             "minutes": max(times) / 60 if times else None}
     return rows
@@ -75,12 +83,15 @@ def cell(value: float | None, digits: str = ",.0f") -> str:
     return "-" if value is None or value != value else f"{value:{digits}}"
 
 
-def table(name: str, rows: dict[str, dict]) -> str:
+def table(title: str, rows: dict[str, dict]) -> str:
     """One dataset's Markdown table."""
     first = next(iter(rows.values()))
-    lines = [f"**`mujoco/hopper/{name}`**: {cell(first['dataset_transitions'])} transitions in "
-             f"{cell(first['dataset_episodes'])} episodes; behaviour policy {cell(first['behaviour_return'])} ± "
-             f"{cell(first['behaviour_return_std'])} per episode\n",
+    part = "" if first["episodes_kept"] == first["dataset_episodes"] else (
+        f"; trained on {cell(first['episodes_kept'])} of its episodes drawn at random "
+        f"({cell(first['transitions_kept'])} transitions)")
+    lines = [f"**{title}**: {cell(first['dataset_transitions'])} transitions in {cell(first['dataset_episodes'])} "
+             f"episodes, behaviour policy {cell(first['behaviour_return'])} ± {cell(first['behaviour_return_std'])} "
+             f"per episode{part}\n",
              "| method | final return, mean ± std (per seed) | best | dataset Q / MC return (ratio) | BC distance "
              "| seeds finished | minutes |", "|---|---|---|---|---|---|---|"]
     for key, row in rows.items():
@@ -109,8 +120,8 @@ CURVES = {"return": ("eval_return_mean",), "q": ("dataset_q", "mc_return")}  # p
 
 def figure(results: str, kind: str) -> plt.Figure:
     """returns.png ('return') or q_vs_mc.png ('q'): one panel per dataset, one line per method."""
-    fig, axes = plt.subplots(1, len(DATASETS), figsize=(5.2 * len(DATASETS), 4.2), squeeze=False)
-    for ax, (name, title) in zip(axes[0], DATASETS):
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.4))
+    for ax, (name, title) in zip(axes.flat, DATASETS):
         behaviour = None
         for key, (label, colour, style) in METHODS.items():
             runs = load(os.path.join(results, name, key))
@@ -123,14 +134,17 @@ def figure(results: str, kind: str) -> plt.Figure:
         if kind == "q":
             ax.axhline(1, color="k", ls=(0, (1, 2)), lw=1.2, label="Q = MC return")
             ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # ticks 0.5, 1, 2, 5, ... as plain numbers
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.3g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set(title=title, xlabel="updates (thousands)",
                ylabel="evaluation return" if kind == "return" else "dataset Q / its MC return")
         ax.grid(alpha=0.3)
     shown = {}  # every method drawn in any panel, once, in METHODS' order
-    for ax in axes[0]:
+    for ax in axes.flat:
         shown |= {label: handle for handle, label in zip(*ax.get_legend_handles_labels()) if label not in shown}
     fig.legend(list(shown.values()), list(shown), loc="lower center", ncol=5, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 
@@ -162,7 +176,8 @@ def main() -> None:
                 writer.writerow({k: v for k, v in row.items() if v is not None} | {
                     "dataset": name, "method": METHODS[key][0], "seeds_finished": row["seeds_reached_final"],
                     "behaviour_return_mean": row["behaviour_return"]})
-    tables = [table(name, rows) for name, rows in found.items() if rows]
+    tables = [table(f"{title}, `{next(iter(rows.values()))['dataset_id']}`", rows)
+              for (name, title), rows in zip(DATASETS, found.values()) if rows]
     for kind, file in (("return", "returns.png"), ("q", "q_vs_mc.png")):
         fig = figure(args.results, kind)
         fig.savefig(os.path.join(args.out, file), dpi=110)
