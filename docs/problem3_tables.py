@@ -28,6 +28,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 import numpy as np  # noqa: E402
 
 from harness import run_data, summary  # noqa: E402
+from plot import mean_curve  # noqa: E402
 
 DATASETS = (("expert-v0", "expert (narrow, strong)"), ("medium-v0", "medium (one policy)"),
             ("medium-replay-v0", "medium-replay (broad, mostly poor)"),
@@ -53,11 +54,10 @@ def load(folder: str) -> list[run_data.Run]:
         return []
 
 
-def method_rows(folder: str) -> dict[str, dict]:
-    """method folder name -> its summary row (harness/summary.py) and a few more columns, for one dataset."""
+def method_rows(runs_of: dict[str, list[run_data.Run]]) -> dict[str, dict]:
+    """method folder name -> its summary row (harness/summary.py) and a few more columns, for one dataset's runs."""
     rows = {}
-    for name in METHODS:
-        runs = load(os.path.join(folder, name))
+    for name, runs in runs_of.items():
         if not runs:
             continue
         row = summary.summary_rows({name: runs})[0]
@@ -105,27 +105,24 @@ def table(title: str, rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def mean_curve(runs: list[run_data.Run], column: str, over: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, mean over the runs) of a progress.csv column (divided by column `over`), at the steps all logged."""
-    curves = [(r.progress["step"], r.progress[column] / (r.progress[over] if over else 1)) for r in runs
-              if column in r.progress]
+def curve(runs: list[run_data.Run], kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, mean over seeds) of the evaluation return ('return') or of dataset Q over the mean MC return ('q',
+    as the table's ratio), at the steps every seed reached (plot.py's mean_curve)."""
+    curves = summary.series(runs, "progress", "eval_return_mean" if kind == "return" else "dataset_q")
     if not curves:
         return np.zeros(0), np.zeros(0)
-    length = min(len(steps) for steps, _ in curves)
-    return curves[0][0][:length], np.mean([values[:length] for _, values in curves], axis=0)
+    steps, values = mean_curve(curves)
+    return steps, values if kind == "return" else values / summary.mean_of_last(runs, "mc_return")
 
 
-CURVES = {"return": ("eval_return_mean",), "q": ("dataset_q", "mc_return")}  # progress.csv column (over column)
-
-
-def figure(results: str, kind: str) -> plt.Figure:
+def figure(runs_of: dict[str, dict[str, list[run_data.Run]]], kind: str) -> plt.Figure:
     """returns.png ('return') or q_vs_mc.png ('q'): one panel per dataset, one line per method."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 8.4))
     for ax, (name, title) in zip(axes.flat, DATASETS):
         behaviour = None
         for key, (label, colour, style) in METHODS.items():
-            runs = load(os.path.join(results, name, key))
-            steps, values = mean_curve(runs, *CURVES[kind])
+            runs = runs_of[name][key]
+            steps, values = curve(runs, kind)
             if len(steps):
                 ax.plot(steps / 1000, values, style, color=colour, label=label, lw=1.6)
                 behaviour = runs[0].meta.get("behaviour_return_mean")
@@ -167,7 +164,8 @@ def main() -> None:
     parser.add_argument("--page", default="docs/problem3.md", help="the page whose tables block is rewritten")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    found = {name: method_rows(os.path.join(args.results, name)) for name, _ in DATASETS}
+    runs_of = {name: {key: load(os.path.join(args.results, name, key)) for key in METHODS} for name, _ in DATASETS}
+    found = {name: method_rows(runs_of[name]) for name, _ in DATASETS}
     with open(os.path.join(args.out, "summary.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
         writer.writeheader()
@@ -179,7 +177,7 @@ def main() -> None:
     tables = [table(f"{title}, `{next(iter(rows.values()))['dataset_id']}`", rows)
               for (name, title), rows in zip(DATASETS, found.values()) if rows]
     for kind, file in (("return", "returns.png"), ("q", "q_vs_mc.png")):
-        fig = figure(args.results, kind)
+        fig = figure(runs_of, kind)
         fig.savefig(os.path.join(args.out, file), dpi=110)
         plt.close(fig)
     write_page(args.page, tables)
