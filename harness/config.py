@@ -215,13 +215,8 @@ def group_label(runs: list[RunConfig]) -> str:
     defaults = TD3Config()
     first = dataclasses.replace(runs[0], td3=dataclasses.replace(
         runs[0].td3, **{name: getattr(defaults, name) for name in differing if name in MEMBER_FIELDS}))
-    values = [f"{name}={','.join(show(flags.flat(r)[name]) for r in runs)}" for name in differing]
+    values = [f"{name}={','.join(flags.show_value(flags.flat(r)[name]) for r in runs)}" for name in differing]
     return " ".join([config_name(first), *values])
-
-
-def show(value: object) -> str:
-    """A flag value as a label shows it: 10 not 10.0."""
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # Flags that may differ between runs trained side by side in one process (members, networks.py):

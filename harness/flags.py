@@ -232,3 +232,12 @@ def flat(config: Any) -> dict:
         value = getattr(config, f.name)
         values |= flat(value) if dataclasses.is_dataclass(value) else {f.name: value}
     return values
+
+
+def show_value(value: object) -> str:
+    """A flag value as a label shows it: 10 not 10.0, 256,256 for a list, exact enough to tell values apart."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(show_value(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}" if float(f"{value:g}") == value else repr(value)
+    return str(value)

@@ -14,6 +14,7 @@ import re
 import numpy as np
 from scipy import stats
 
+from harness.flags import show_value
 from harness.run_data import (PlotError, Run, load_runs, split_copies, statuses,  # noqa: F401 (plot.py's names)
                               target_step)
 
@@ -44,15 +45,6 @@ def csv_columns(rows: list[dict]) -> list[str]:
     return [*SUMMARY_COLUMNS[:1], *config, *SUMMARY_COLUMNS[1:], *SPREAD_COLUMNS * spread, *trouble]
 
 
-def show(value: object) -> str:
-    """A flag value for a label: 10 not 10.0, 256,256 for a list, exact enough to tell values apart."""
-    if isinstance(value, list):
-        return ",".join(show(v) for v in value)
-    if isinstance(value, float):
-        return f"{value:g}" if float(f"{value:g}") == value else repr(value)
-    return str(value)
-
-
 def natural_key(label: str) -> list:
     """Sort key putting bc_weight=2.5 before bc_weight=10: the numbers in a label compared as numbers."""
     parts = re.split(r"(\d+(?:\.\d+)?(?:e[+-]?\d+)?)", label)  # odd positions hold the numbers
@@ -73,7 +65,7 @@ def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
     if all(len(labels) == 1 and None not in labels for labels in own) and len({*map(min, own)}) == len(own):
         labels = [min(labels) for labels in own]
     elif differing:
-        labels = [" ".join(f"{n}={show(json.loads(s[n])) if n in s else 'unset'}" for n in differing)
+        labels = [" ".join(f"{n}={show_value(json.loads(s[n])) if n in s else 'unset'}" for n in differing)
                   for s in settings]
     else:  # one group: nothing to tell apart
         labels = [str(runs[0].meta.get("config") or "all runs")]
