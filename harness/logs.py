@@ -88,9 +88,9 @@ def say_what_was_kept(group) -> None:
     """--episodes_percent, --bc_top_percent: a line each of the episodes and transitions kept (config.json records
     them too)."""
     kept, before = group.data_kept, (group.data_kept["dataset_episodes"], group.data_kept["dataset_transitions"])
-    for flag, which in (("episodes_percent", "randomly drawn"), ("bc_top_percent", "best")):
+    for flag, which, how in (("episodes_percent", "randomly drawn", ""), ("bc_top_percent", "best", " by return")):
         if f"{flag}_episodes" in kept:
             now = kept[f"{flag}_episodes"], kept[f"{flag}_transitions"]
             print(f"--{flag} {getattr(group.cfg, flag):g}: training on the {now[0]:,} {which} episodes of "
-                  f"{before[0]:,}{' by return' if which == 'best' else ''} ({now[1]:,} of {before[1]:,} transitions)")
+                  f"{before[0]:,}{how} ({now[1]:,} of {before[1]:,} transitions)")
             before = now

@@ -122,10 +122,15 @@ def check_dataset(run_dir: str, meta: dict, transitions: int, fingerprint: str) 
                              f"the run began: it {changed}; put the original dataset back, or start a new run")
 
 
+# The flags that keep part of the dataset (runs.training_buffer, in this order); config.json records what each kept
+# as <flag>_episodes and <flag>_transitions.
+KEEPING_FLAGS = ("episodes_percent", "bc_top_percent")
+
+
 def check_kept(run_dir: str, meta: dict, kept: dict) -> None:
     """What the run trains on now (runs.training_buffer's figures: the dataset's, and what --episodes_percent and
     --bc_top_percent kept) must be what its config.json records: an edited flag there would train on other data."""
-    for name in sorted(set(kept) | {n for n in meta if n.startswith(("bc_top_percent_", "episodes_percent_"))}):
+    for name in sorted(set(kept) | {n for n in meta if n.startswith(tuple(f"{f}_" for f in KEEPING_FLAGS))}):
         if name in meta and meta[name] != kept.get(name):
             raise RunFolderError(f"--resume: {os.path.join(run_dir, CONFIG)} records {name} {meta[name]!r}, its "
                                  f"flags now give {kept.get(name)!r} (its flags or dataset were edited); restore "

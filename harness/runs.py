@@ -154,7 +154,8 @@ def least_percent(episodes: int) -> float:
 
 
 def kept_part(buffer: ReplayBuffer, flag: str, percent: float, keep: Callable) -> tuple[ReplayBuffer, dict]:
-    """`keep(buffer, percent)` (an --episodes_percent or --bc_top_percent) and its figures; one line if it keeps none."""
+    """keep(buffer, percent), the part an --episodes_percent or --bc_top_percent keeps, and its figures; one
+    line if it keeps none."""
     kept = keep(buffer, percent)
     if len(kept) == 0:
         raise fail(f"--{flag} {percent:g} keeps none of the dataset's {len(buffer.episode_ends)} "
@@ -168,10 +169,10 @@ def training_buffer(buffer: ReplayBuffer, cfg: RunConfig) -> tuple[ReplayBuffer,
     ref_min, ref_max = buffer.references
     kept = ({"dataset_transitions": len(buffer), "dataset_fingerprint": buffer.fingerprint,  # the behaviour return:
              "ref_min_score": ref_min, "ref_max_score": ref_max} | behaviour_return(buffer))  # plot.py's dotted line
-    for flag, percent, keep in (("episodes_percent", cfg.episodes_percent, random_episodes),
-                                ("bc_top_percent", cfg.bc_top_percent, top_episodes)):
-        if percent != 100:
-            buffer, figures = kept_part(buffer, flag, percent, keep)
+    keepers = {"episodes_percent": random_episodes, "bc_top_percent": top_episodes}
+    for flag in run_folder.KEEPING_FLAGS:
+        if getattr(cfg, flag) != 100:
+            buffer, figures = kept_part(buffer, flag, getattr(cfg, flag), keepers[flag])
             kept |= figures
     return buffer, kept
 
