@@ -180,11 +180,12 @@ def training_loop(group: Group, bar: tqdm, name: str) -> int:
         if logged:
             rows = log_training(group, means)
             stop_diverged(group, rows)
-        if group.step % cfg.eval_every == 0 or final:
+        evaluated = group.step % cfg.eval_every == 0 or final
+        if evaluated:
             evaluation_step(group, clock_start)
         if logged:  # after the evaluation, so that the bar shows this step's return when there was one
             bar.set_postfix(status(group, rows))
-        if bar.disable and (group.step % cfg.eval_every == 0 or final):
+        if bar.disable and evaluated:
             show_line(name, group, status(group, rows),
                       (group.step - first_step) / (time.perf_counter() - loop_start))
         if video_due(group):
