@@ -13,11 +13,24 @@
 # $out/<dataset>/<method>/; the script can be run again at any time: a method whose folder holds
 # runs is resumed from its checkpoints (finished ones say so and are skipped), one without starts.
 # Stop it with Ctrl-C (or kill the lanes' runner.py processes): each run stops at a checkpoint.
-# Then: python docs/problem3_tables.py (the tables and figures of docs/problem3.md).
+# After each method, its runs' logs (config.json, progress.csv, train.csv; no checkpoints) are copied to
+# docs/problem3/runs/, kept in git: the page's numbers outlive the machine that ran them.
+# Then: python docs/problem3_tables.py (the tables and figures of docs/problem3.md, from those copies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${RESULTS_DIR:-results/problem3}
+logs=${LOGS_DIR:-docs/problem3/runs}
 export OMP_NUM_THREADS=1
+
+keep_logs() {  # keep_logs <folder>: copy its runs' logs to the same place under $logs
+  local run file
+  for run in "$1"/*/; do
+    mkdir -p "$logs/${run#"$out"/}"
+    for file in config.json progress.csv train.csv; do
+      if [ -e "$run$file" ]; then cp "$run$file" "$logs/${run#"$out"/}"; fi
+    done
+  done
+}
 
 run_in() {  # run_in <folder> <dataset> <flags...>: one method's three seeds, started or resumed
   local folder=$1 dataset=$2; shift 2
@@ -28,6 +41,7 @@ run_in() {  # run_in <folder> <dataset> <flags...>: one method's three seeds, st
     python runner.py --total_steps 100000 --threads 1 --seeds 0 1 2 --dataset "$dataset" \
       --results_dir "$folder" "$@"
   fi
+  keep_logs "$folder"
 }
 method() {  # method <dataset> <name> <flags...>: into $out/<dataset>/<name>/
   local dataset=$1 name=$2; shift 2

@@ -1,10 +1,13 @@
-"""The tables and figures of docs/problem3.md, from the run folders docs/problem3.sh wrote.
+"""The tables and figures of docs/problem3.md, from the runs' logs docs/problem3.sh kept.
 
-    python docs/problem3_tables.py                       # reads results/problem3/, writes docs/problem3/
+    python docs/problem3_tables.py                       # reads docs/problem3/runs/, writes docs/problem3/
     python docs/problem3_tables.py --results results/problem3 --out docs/problem3
 
 Reads <results>/<dataset>/<method>/ (one folder per method, its seeds inside) as plot.py reads run folders
-(harness/summary.py: only seeds that reached the final step are counted, the others are said). Writes
+(harness/summary.py: only seeds that reached the final step are counted, the others are said). The default,
+docs/problem3/runs/, holds copies of each run's config.json, progress.csv and train.csv that docs/problem3.sh
+makes after each method; results/problem3/ holds the whole run folders, checkpoints included, and is not
+kept in git. Writes
   <out>/summary.csv      one row per dataset and method: every number the page quotes;
   <out>/returns.png      one panel per dataset: each method's return over training (mean over its seeds),
                          the behaviour policy's return dotted;
@@ -159,7 +162,8 @@ def write_page(page: str, tables: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", default="results/problem3", help="the folder docs/problem3.sh wrote")
+    parser.add_argument("--results", default="docs/problem3/runs",
+                        help="the runs' logs docs/problem3.sh kept (or the run folders it wrote, results/problem3)")
     parser.add_argument("--out", default="docs/problem3", help="folder of summary.csv and the figures")
     parser.add_argument("--page", default="docs/problem3.md", help="the page whose tables block is rewritten")
     args = parser.parse_args()
