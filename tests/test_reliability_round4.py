@@ -271,14 +271,15 @@ def test_a_checkpoint_whose_update_count_was_edited_is_refused(tiny_dataset, tmp
     assert "its update count 3 is not its step 2" in err
 
 
-def test_an_edited_bc_top_percent_in_config_json_is_refused_on_resume(tiny_dataset, tmp_path, capsys):
-    run_dir = two_step_run(tmp_path / "r", "--agent", "bc", "--bc_top_percent", "50")
+@pytest.mark.parametrize("flag, agent", [("bc_top_percent", "bc"), ("episodes_percent", "td3")])
+def test_an_edited_keeping_flag_in_config_json_is_refused_on_resume(tiny_dataset, tmp_path, capsys, flag, agent):
+    run_dir = two_step_run(tmp_path / "r", "--agent", agent, f"--{flag}", "50")
     meta = json.loads(Path(run_dir, "config.json").read_text())
-    assert meta["bc_top_percent_episodes"] == 8
-    meta["flags"]["bc_top_percent"] = 25.0
+    assert meta[f"{flag}_episodes"] == 8
+    meta["flags"][flag] = 25.0
     Path(run_dir, "config.json").write_text(json.dumps(meta))
     err = one_line_error(capsys, runner.main, ["--resume", run_dir, "--total_steps", "4"])
-    assert "records bc_top_percent_episodes 8, its flags now give 4" in err
+    assert f"records {flag}_episodes 8, its flags now give 4" in err
 
 
 # --- Silent wrong results and tracebacks: datasets ---------------------------------------------------------------
