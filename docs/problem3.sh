@@ -11,7 +11,8 @@
 #
 # Two lanes (a, b) run at once, one thread each. Every method has a folder of its own,
 # $out/<dataset>/<method>/; the script can be run again at any time: a method whose folder holds
-# runs is resumed from its checkpoints (finished ones say so and are skipped), one without starts.
+# runs is resumed from its checkpoints (finished ones say so and are skipped), one whose logs alone are
+# kept (below: it finished in an earlier checkout) is skipped, one with neither starts.
 # Stop it with Ctrl-C (or kill the lanes' runner.py processes): each run stops at a checkpoint.
 # After each method, its runs' logs (config.json, progress.csv, train.csv; no checkpoints) are copied to
 # docs/problem3/runs/, kept in git: the page's numbers outlive the machine that ran them.
@@ -32,10 +33,13 @@ keep_logs() {  # keep_logs <folder>: copy its runs' logs to the same place under
   done
 }
 
-run_in() {  # run_in <folder> <dataset> <flags...>: one method's three seeds, started or resumed
+run_in() {  # run_in <folder> <dataset> <flags...>: one method's three seeds, started, resumed or kept
   local folder=$1 dataset=$2; shift 2
-  local begun=("$folder"/*/config.json)
-  if [ -e "${begun[0]}" ]; then
+  local begun=("$folder"/*/config.json) kept=("$logs/${folder#"$out"/}"/*/config.json)
+  if [ ! -e "${begun[0]}" ] && [ -e "${kept[0]}" ]; then  # finished on another machine: its logs are kept
+    echo "$folder: finished earlier, its logs are in ${kept[0]%/*/config.json}/; nothing to do"
+    return
+  elif [ -e "${begun[0]}" ]; then
     python runner.py --threads 1 --resume "${begun[@]%/config.json}"
   else
     python runner.py --total_steps 100000 --threads 1 --seeds 0 1 2 --dataset "$dataset" \
