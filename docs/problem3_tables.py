@@ -44,7 +44,7 @@ METHODS = {"bc": ("BC", "0.45", "--"), "bc_top10": ("filtered BC (top 10 %)", "0
            "mopo_bc": ("model-based TD3 + BC (alpha_reg 10)", "tab:brown", ":"),
            "spot": ("SPOT (support, lambda 0.1)", "tab:cyan", "-")}
 COLUMNS = ("dataset", "method", "seeds", "seeds_finished", "final_return_mean", "final_return_std",
-           "final_returns_per_seed", "best_return_mean", "behaviour_return_mean", "behaviour_return_std",
+           "final_returns_per_seed", "best_return_mean", "best_return_std", "behaviour_return_mean", "behaviour_return_std",
            "dataset_episodes", "dataset_transitions", "episodes_kept", "transitions_kept", "final_dataset_q",
            "final_dataset_q_per_seed", "mc_return", "q_over_mc", "final_bc_distance", "reward_penalty", "minutes")
 
@@ -95,13 +95,14 @@ def table(title: str, rows: dict[str, dict]) -> str:
     lines = [f"**{title}**: {cell(first['dataset_transitions'])} transitions in {cell(first['dataset_episodes'])} "
              f"episodes, behaviour policy {cell(first['behaviour_return'])} ± {cell(first['behaviour_return_std'])} "
              f"per episode{part}\n",
-             "| method | final return, mean ± std (per seed) | best | dataset Q / MC return (ratio) | BC distance "
+             "| method | final return, mean ± std (per seed) | best, mean ± std | dataset Q / MC return (ratio) | BC distance "
              "| seeds finished | minutes |", "|---|---|---|---|---|---|---|"]
     for key, row in rows.items():
         seeds = ", ".join(f"{float(v):,.0f}" for v in row["final_returns_per_seed"].split())
         penalty = f", lambda {row['reward_penalty']:g}" if row["reward_penalty"] is not None else ""
         lines.append(f"| {METHODS[key][0]}{penalty} | {cell(row['final_return_mean'])} ± "
-                     f"{cell(row['final_return_std'])} ({seeds}) | {cell(row['best_return_mean'])} | "
+                     f"{cell(row['final_return_std'])} ({seeds}) | {cell(row['best_return_mean'])} ± "
+                     f"{cell(row['best_return_std'])} | "
                      f"{cell(row['final_dataset_q'], ',.4g')} / {cell(row['mc_return'])} "
                      f"({cell(row['q_over_mc'], '.2g')}) | {cell(row['final_bc_distance'], '.3f')} | "
                      f"{row['seeds_reached_final']} of {row['seeds']} | {cell(row['minutes'])} |")
