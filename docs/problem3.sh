@@ -24,11 +24,13 @@ logs=${LOGS_DIR:-docs/problem3/runs}
 export OMP_NUM_THREADS=1
 
 keep_logs() {  # keep_logs <folder>: copy its runs' logs to the same place under $logs
-  local run file
+  local run file kept
   for run in "$1"/*/; do
-    mkdir -p "$logs/${run#"$out"/}"
+    [ -d "$run" ] || continue  # no run folder: nothing to keep (the glob stayed a pattern)
+    kept=$logs/${run#"$out"/}
+    mkdir -p "$kept"
     for file in config.json progress.csv train.csv; do
-      if [ -e "$run$file" ]; then cp "$run$file" "$logs/${run#"$out"/}"; fi
+      if [ -e "$run$file" ]; then cp "$run$file" "$kept"; fi
     done
   done
 }
@@ -36,11 +38,11 @@ keep_logs() {  # keep_logs <folder>: copy its runs' logs to the same place under
 run_in() {  # run_in <folder> <dataset> <flags...>: one method's three seeds, started, resumed or kept
   local folder=$1 dataset=$2; shift 2
   local begun=("$folder"/*/config.json) kept=("$logs/${folder#"$out"/}"/*/config.json)
-  if [ ! -e "${begun[0]}" ] && [ -e "${kept[0]}" ]; then  # finished on another machine: its logs are kept
+  if [ -e "${begun[0]}" ]; then
+    python runner.py --threads 1 --resume "${begun[@]%/config.json}"
+  elif [ -e "${kept[0]}" ]; then  # finished on another machine: its logs alone are kept
     echo "$folder: finished earlier, its logs are in ${kept[0]%/*/config.json}/; nothing to do"
     return
-  elif [ -e "${begun[0]}" ]; then
-    python runner.py --threads 1 --resume "${begun[@]%/config.json}"
   else
     python runner.py --total_steps 100000 --threads 1 --seeds 0 1 2 --dataset "$dataset" \
       --results_dir "$folder" "$@"
