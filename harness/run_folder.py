@@ -15,6 +15,7 @@ import json
 import math
 import os
 import pickle
+import platform
 import shutil
 import sys
 import time
@@ -284,8 +285,31 @@ def truncate_logs(run_dir: str, step: int, columns: dict[str, list[str]]) -> Non
         write_atomically(path, text.getvalue().encode(), f"; {CHECKPOINT} and {name} are intact")
 
 
-def record_length(run_dir: str, meta: dict, run_config: RunConfig) -> None:
-    """Write the new --total_steps into config.json if --resume lengthened the run (the label leaves it out)."""
+def this_machine() -> dict:
+    """The CPU and torch build a run trains on: on another kind of CPU the same seed takes another path."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "torch": torch.__version__}
+
+
+def record_resume(run_dir: str, meta: dict, run_config: RunConfig, step: int) -> None:
+    """config.json after --resume: the new --total_steps if it lengthened the run (the label leaves it out),
+    and this machine in "machines" if the run was on another CPU or torch (or recorded none) until `step`."""
+    now, machines = this_machine(), meta.get("machines", [])
+    was = {k: v for k, v in machines[-1].items() if k != "from_step"} if machines else None
+    if was is not None and was != now:
+        print(f"runner.py: note: {run_dir} ran on {was['cpu']} (torch {was['torch']}) until step {step} and "
+              f"resumes on {now['cpu']} (torch {now['torch']}): from here a seed takes another path than it "
+              f"would have there; config.json records both", file=sys.stderr)
+    new = {}
     if run_config.total_steps != meta["flags"].get("total_steps"):
-        write_config(run_dir, meta | {"flags": meta["flags"] | {"total_steps": run_config.total_steps},
-                                      "config": config.config_name(run_config)}, f"; {CHECKPOINT} is intact")
+        new |= {"flags": meta["flags"] | {"total_steps": run_config.total_steps},
+                "config": config.config_name(run_config)}
+    if was != now:
+        new["machines"] = [*machines, now | {"from_step": step}]
+    if new:
+        write_config(run_dir, meta | new, f"; {CHECKPOINT} is intact")

@@ -231,7 +231,8 @@ def start(cfgs: list[RunConfig], launch: LaunchConfig, held: contextlib.ExitStac
     for run in group.runs:
         meta = {"flags": config.recorded_flags(run.cfg),
                 "config": config.config_name(run.cfg), "device": str(group.agent.device),
-                "env_id": group.env.spec.id, **group.data_kept}
+                "machines": [run_folder.this_machine() | {"from_step": 0}], "env_id": group.env.spec.id,
+                **group.data_kept}
         run.dir, lock = run_folder.create(launch.results_dir, run.cfg, meta)
         held.enter_context(lock)
     return group
@@ -323,7 +324,7 @@ def resume(launch: LaunchConfig, given: dict, held: contextlib.ExitStack,
         run.saved_step = group.step
         run_folder.truncate_logs(run.dir, group.step, {"progress.csv": progress_columns(group),
                                                        "train.csv": train_columns(group.agent, group.rollouts)})
-        run_folder.record_length(run.dir, meta, run.cfg)
+        run_folder.record_resume(run.dir, meta, run.cfg, group.step)
         print(f"resuming {run.dir} at step {group.step} of {run.cfg.total_steps}")
     return group
 

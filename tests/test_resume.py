@@ -67,6 +67,36 @@ def test_resume_with_a_larger_total_steps_says_where_it_starts_and_records_the_n
     assert written["flags"]["total_steps"] == 30
 
 
+def cpu_model_name() -> str:
+    """This machine's CPU as /proc/cpuinfo names it (read here apart from run_folder.this_machine)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    raise AssertionError("no model name in /proc/cpuinfo")
+
+
+def test_config_records_the_machine_and_a_resume_on_another_cpu_adds_it_and_says_so(tiny_dataset, tmp_path,
+                                                                                  capsys):
+    run_dir = short_run(tmp_path / "results", "--total_steps", "10")
+    config_path = Path(run_dir, "config.json")
+    written = json.loads(config_path.read_text())
+    here = {"cpu": cpu_model_name(), "torch": torch.__version__}
+    assert written["machines"] == [here | {"from_step": 0}]
+
+    assert runner.main(["--resume", run_dir, "--total_steps", "20"]) == 0  # the same machine: nothing added
+    assert json.loads(config_path.read_text())["machines"] == [here | {"from_step": 0}]
+
+    elsewhere = {"cpu": "Another CPU 9000", "torch": "2.0.0", "from_step": 0}  # as if begun on another machine
+    config_path.write_text(json.dumps(json.loads(config_path.read_text()) | {"machines": [elsewhere]}))
+    capsys.readouterr()
+    assert runner.main(["--resume", run_dir, "--total_steps", "30"]) == 0
+    err = capsys.readouterr().err
+    assert f"{run_dir} ran on Another CPU 9000 (torch 2.0.0) until step 20 and resumes on {here['cpu']}" in err
+    written = json.loads(config_path.read_text())
+    assert written["machines"] == [elsewhere, here | {"from_step": 20}]
+    assert written["flags"]["total_steps"] == 30
+
+
 def test_resuming_a_finished_run_says_so_and_changes_nothing(tiny_dataset, tmp_path, capsys):
     run_dir = short_run(tmp_path / "results")
     before = files_of(run_dir)
