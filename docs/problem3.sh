@@ -4,6 +4,7 @@
 #   BC, filtered BC (top 10 %), TD3, TD3+BC (alpha_reg 10), CQL (alpha 5), IQL,
 #   model-based TD3 (MOPO: 5-step model rollouts, reward penalty lambda), the same with alpha_reg 10,
 #   and SPOT (support constraint, weight lambda),
+#   and, as a check on (ii), TD3+BC with its paper's weight (alpha_reg = 2.5 / E|Q|, --bc_weight auto),
 # on mujoco/hopper/medium-replay-v0 (broad), medium-v0 and expert-v0 (narrow), in that order; then
 # TD3+BC, SPOT and BC on 2 % of medium-v0's episodes (--episodes_percent 2: few samples per state).
 # lambda is MOPO's and SPOT's own per-dataset value where their papers set one (medium, medium-replay;
@@ -74,8 +75,9 @@ lane_b() {  # SPOT (lambda 0.1, its paper's for hopper medium and medium-replay)
   method "$d" cql --cql_alpha 5
   method "$d" td3
   method "$d" td3_bc --bc_weight 10
+  method "$d" td3_bc_auto --bc_weight auto  # the check on (ii): the BC term scaled as SPOT's is, by E|Q|
 }
-few_a() { few td3_bc --bc_weight 10; few bc --agent bc; }
+few_a() { few td3_bc --bc_weight 10; few bc --agent bc; few td3_bc_auto --bc_weight auto; }
 few_b() { few spot --support_weight 0.1; }
 datasets=(mujoco/hopper/medium-replay-v0 mujoco/hopper/medium-v0 mujoco/hopper/expert-v0)
 start=$(date +%s)
