@@ -4,7 +4,7 @@
 #   BC, filtered BC (top 10 %), TD3, TD3+BC (alpha_reg 10), CQL (alpha 5), IQL,
 #   model-based TD3 (MOPO: 5-step model rollouts, reward penalty lambda), the same with alpha_reg 10,
 #   and SPOT (support constraint, weight lambda),
-#   and, as a check on (ii), TD3+BC with its paper's weight (alpha_reg = 2.5 / E|Q|, --bc_weight auto),
+#   and, as a check on (ii), TD3+BC with its paper's weight (--bc_weight auto: alpha_reg = E|Q| / (2.5 x 3)),
 # on mujoco/hopper/medium-replay-v0 (broad), medium-v0 and expert-v0 (narrow), in that order; then
 # TD3+BC, SPOT and BC on 2 % of medium-v0's episodes (--episodes_percent 2: few samples per state).
 # lambda is MOPO's and SPOT's own per-dataset value where their papers set one (medium, medium-replay;
