@@ -40,6 +40,7 @@ DATASETS = (("expert-v0", "expert (narrow, strong)"), ("medium-v0", "medium (one
 METHODS = {"bc": ("BC", "0.45", "--"), "bc_top10": ("filtered BC (top 10 %)", "0.1", "--"),
            "td3": ("TD3", "tab:red", "-"), "td3_bc": ("TD3+BC (alpha_reg 10)", "tab:blue", "-"),
            "td3_bc_auto": ("TD3+BC (normalised, alpha 2.5)", "tab:blue", "-."),
+           "td3_bc_35": ("TD3+BC (alpha_reg 35)", "tab:blue", ":"),
            "cql": ("CQL (alpha 5)", "tab:green", "-"), "iql": ("IQL", "tab:purple", "-"),
            "mopo": ("model-based TD3 (MOPO penalty)", "tab:orange", ":"),
            "mopo_bc": ("model-based TD3 + BC (alpha_reg 10)", "tab:brown", ":"),
