@@ -5,8 +5,8 @@
 #   model-based TD3 (MOPO: 5-step model rollouts, reward penalty lambda), the same with alpha_reg 10,
 #   and SPOT (support constraint, weight lambda),
 #   and, as a check on (ii), TD3+BC with its paper's weight (--bc_weight auto: alpha_reg = E|Q| / (2.5 x 3)),
-#   and on the two sets where (ii) turned on it, TD3+BC with a fixed alpha_reg of 35 (about what auto reaches:
-#   heavier than 10 but not growing with Q), which tells the two apart (check_ii, after the lanes),
+#   and TD3+BC with a fixed alpha_reg of 35 (about what auto reaches: heavier than 10 but not growing with Q),
+#   which tells the two apart (check_ii, after the lanes; expert and the 2 % set first, where (ii) turned on it),
 # on mujoco/hopper/medium-replay-v0 (broad), medium-v0 and expert-v0 (narrow), in that order; then
 # TD3+BC, SPOT and BC on 2 % of medium-v0's episodes (--episodes_percent 2: few samples per state).
 # lambda is MOPO's and SPOT's own per-dataset value where their papers set one (medium, medium-replay;
@@ -81,9 +81,11 @@ lane_b() {  # SPOT (lambda 0.1, its paper's for hopper medium and medium-replay)
 }
 few_a() { few td3_bc --bc_weight 10; few bc --agent bc; few td3_bc_auto --bc_weight auto; }
 few_b() { few spot --support_weight 0.1; }
-check_ii() {  # a fixed alpha_reg of 35 on expert and on the 2 % set, one lane each (after both lanes)
-  method mujoco/hopper/expert-v0 td3_bc_35 --bc_weight 35 &
-  few td3_bc_35 --bc_weight 35 &
+check_ii() {  # a fixed alpha_reg of 35 on every set, two lanes (after both lanes)
+  ( method mujoco/hopper/expert-v0 td3_bc_35 --bc_weight 35
+    method mujoco/hopper/medium-replay-v0 td3_bc_35 --bc_weight 35 ) &
+  ( few td3_bc_35 --bc_weight 35
+    method mujoco/hopper/medium-v0 td3_bc_35 --bc_weight 35 ) &
   wait
 }
 datasets=(mujoco/hopper/medium-replay-v0 mujoco/hopper/medium-v0 mujoco/hopper/expert-v0)
