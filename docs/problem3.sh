@@ -71,7 +71,7 @@ lane_a() {  # the model-based pair first (the dynamics fit is shared through --m
   method "$d" bc --agent bc
   method "$d" bc_top10 --agent bc --bc_top_percent 10
 }
-lane_b() {  # SPOT (lambda 0.1, its paper's for hopper medium and medium-replay), CQL, TD3, TD3+BC
+lane_b() {  # SPOT (lambda 0.1, its paper's for hopper medium and medium-replay), CQL, TD3, TD3+BC at 10 and auto
   local d=$1
   method "$d" spot --support_weight 0.1
   method "$d" cql --cql_alpha 5
@@ -97,4 +97,4 @@ for lane in $lanes; do
 done
 wait
 if [ "$lanes" = "a b" ]; then check_ii; fi
-echo "both lanes ended after $(( $(date +%s) - start )) s ($(date -u '+%F %T') UTC)"
+echo "all runs ended after $(( $(date +%s) - start )) s ($(date -u '+%F %T') UTC)"

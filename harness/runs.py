@@ -228,11 +228,11 @@ def start(cfgs: list[RunConfig], launch: LaunchConfig, held: contextlib.ExitStac
     check_distinct(cfgs)
     config.check_results_dir(launch.results_dir)
     group = build(cfgs, launch)
+    machine = run_folder.this_machine() | {"from_step": 0}  # one process: every run trains on it
     for run in group.runs:
         meta = {"flags": config.recorded_flags(run.cfg),
                 "config": config.config_name(run.cfg), "device": str(group.agent.device),
-                "machines": [run_folder.this_machine() | {"from_step": 0}], "env_id": group.env.spec.id,
-                **group.data_kept}
+                "machines": [machine], "env_id": group.env.spec.id, **group.data_kept}
         run.dir, lock = run_folder.create(launch.results_dir, run.cfg, meta)
         held.enter_context(lock)
     return group
